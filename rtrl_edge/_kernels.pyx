@@ -1,0 +1,595 @@
+# Compiled float32 kernels of rtrl_edge.
+#
+# Layers, bottom up:
+#   1. `noexcept nogil` kernels over an `RNN*` (declared in _kernels.pxd):
+#      input normalisation, the Elman forward pass, the exact RTRL sensitivity
+#      update with the gradient contraction fused in, the readout gradient,
+#      the optimisers and the divergence guard.  They never allocate, never
+#      raise and never touch a Python object; they report through a status.
+#   2. `rnn_step`: one sample, composing the kernels.
+#   3. `Core`: an extension type that owns the two arenas (all memory of one
+#      model, allocated once in __cinit__), checks every input at the
+#      boundary and makes exactly one call into layer 2 per sample.
+#   4. `rtrl_edge.model.OnlineRNN`: the Python API, holding a `Core`.
+#
+# Mathematics: DESIGN §3.1 (Elman cell) and §3.2 (exact RTRL, Williams &
+# Zipser 1989); notation n hidden units, m inputs, o outputs, K = n + m + 1.
+
+from libc.math cimport tanhf, sqrt, sqrtf, isfinite, pow
+from libc.string cimport memcpy, memset
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+LEARNERS = {"rtrl": LEARNER_RTRL}
+OPTIMIZERS = {"sgd": OPT_SGD, "momentum": OPT_MOMENTUM, "adam": OPT_ADAM}
+
+cdef enum:
+    # Release the GIL around a step when it does at least this many
+    # multiply-adds (releasing and retaking it costs ~0.1 us).
+    GIL_RELEASE_MACS = 200000
+    # Column block of the sensitivity update: n4 x nb floats of scratch, sized
+    # to stay in L1/L2 together with the block of P it is computed from.
+    BLOCK_FLOATS = 8192
+
+
+# --------------------------------------------------------------------------
+# 1. kernels
+# --------------------------------------------------------------------------
+
+cdef inline void normalise_input(RNN *s, bint update) noexcept nogil:
+    """z[n:n+m] = input x_in, normalised by running mean/variance if enabled.
+
+    The statistics forget with weight alpha = 1/min(count, window): an exact
+    running mean/variance for the first `window` samples, an exponential one
+    afterwards, so a drifting sensor keeps being centred.
+    """
+    cdef int j
+    cdef double alpha, d
+    cdef float *zx = s.z + s.n
+    if not s.normalize:
+        memcpy(zx, s.x_in, s.m * sizeof(float))
+        return
+    if update:
+        s.counts[0] += 1.0
+        alpha = 1.0 / (s.counts[0] if s.counts[0] < s.norm_window else s.norm_window)
+        for j in range(s.m):
+            d = s.x_in[j] - s.x_mean[j]
+            s.x_mean[j] += alpha * d
+            s.x_var[j] = (1.0 - alpha) * (s.x_var[j] + alpha * d * d)
+    for j in range(s.m):
+        zx[j] = <float>((s.x_in[j] - s.x_mean[j]) / sqrt(s.x_var[j] + s.norm_eps))
+
+
+cdef inline void forward(RNN *s) noexcept nogil:
+    """z = [h_prev; x; 1], h = tanh(W z), dphi = 1 - h^2, yn = W_out h + b_out."""
+    cdef int n = s.n, K = s.K, o = s.o, i, j, q
+    cdef float acc, hi
+    cdef const float *row
+    cdef const float *w_out = s.theta + n * K
+    cdef const float *b_out = w_out + o * n
+    memcpy(s.z, s.h, n * sizeof(float))
+    s.z[K - 1] = 1.0
+    for i in range(n):
+        row = s.theta + i * K
+        acc = 0.0
+        for j in range(K):
+            acc = acc + row[j] * s.z[j]
+        hi = tanhf(acc)
+        s.h[i] = hi
+        s.dphi[i] = 1.0 - hi * hi
+    for q in range(o):
+        acc = b_out[q]
+        row = w_out + q * n
+        for j in range(n):
+            acc = acc + row[j] * s.h[j]
+        s.yn[q] = acc
+
+
+cdef inline bint state_is_finite(RNN *s) noexcept nogil:
+    cdef int i
+    cdef bint ok = True
+    for i in range(s.n):
+        ok &= isfinite(s.h[i])
+    for i in range(s.o):
+        ok &= isfinite(s.yn[i])
+    return ok
+
+
+cdef inline bint params_are_finite(const float *theta, Py_ssize_t p) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    for i in range(p):
+        ok &= isfinite(theta[i])
+    return ok
+
+
+cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
+    """Prediction in the target's own units."""
+    cdef int q
+    if not s.normalize:
+        memcpy(yhat_out, s.yn, s.o * sizeof(float))
+        return
+    for q in range(s.o):
+        yhat_out[q] = <float>(s.y_mean[q] + sqrt(s.y_var[q] + s.norm_eps) * s.yn[q])
+
+
+cdef inline double output_error(RNN *s, bint update) noexcept nogil:
+    """e = yn - y (normalised), c = W_out^T e; returns the loss 0.5*||e||^2."""
+    cdef int n = s.n, o = s.o, q, k
+    cdef double alpha, d, loss = 0.0, target
+    cdef const float *w_out = s.theta + n * s.K
+    if s.normalize and update:
+        s.counts[1] += 1.0
+        alpha = 1.0 / (s.counts[1] if s.counts[1] < s.norm_window else s.norm_window)
+        for q in range(o):
+            d = s.y_in[q] - s.y_mean[q]
+            s.y_mean[q] += alpha * d
+            s.y_var[q] = (1.0 - alpha) * (s.y_var[q] + alpha * d * d)
+    for q in range(o):
+        target = s.y_in[q]
+        if s.normalize:
+            target = (target - s.y_mean[q]) / sqrt(s.y_var[q] + s.norm_eps)
+        s.e[q] = <float>(s.yn[q] - target)
+        loss += 0.5 * <double>s.e[q] * s.e[q]
+    memset(s.c, 0, n * sizeof(float))
+    for q in range(o):
+        for k in range(n):
+            s.c[k] += w_out[q * n + k] * s.e[q]
+    return loss
+
+
+cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
+    """Exact RTRL sensitivity update, in place, with the gradient fused in.
+
+    P[k, i*K + j] <- dphi[k] * (sum_l W_rec[k, l] P[l, i*K + j] + delta_ki z[j])
+    grad_W[i, j]   = sum_k c[k] P[k, i*K + j]           (only if `contract`)
+
+    (Williams & Zipser 1989; DESIGN §3.2.)  P is processed in column blocks
+    of width nb: the register-blocked product fills `tmp` with W_rec @ P[:, block]
+    (every row of P still old), then one pass over the block, while it is in
+    cache, scales by dphi, adds the delta term, writes P back and accumulates
+    c^T P into the gradient.  Scratch is one n4 x nb block, not a second P.
+    """
+    cdef int n = s.n, K = s.K, nb = s.nb, k, width, wreal, lo, hi
+    cdef Py_ssize_t ldp = s.ldp, N = <Py_ssize_t>n * K, c0, j
+    cdef float d, ck, v
+    cdef float *P = s.P
+    cdef float *g = s.grad
+    cdef float *row
+    cdef float *grow
+    cdef const float *trow
+    if contract:
+        memset(g, 0, N * sizeof(float))
+    c0 = 0
+    while c0 < N:
+        width = <int>(ldp - c0 if ldp - c0 < nb else nb)
+        s.product(s.theta, K, P + c0, ldp, n, n, width, s.tmp, nb)
+        wreal = <int>(N - c0 if N - c0 < width else width)
+        for k in range(n):
+            d = s.dphi[k]
+            row = P + k * ldp + c0
+            trow = s.tmp + k * nb
+            # the delta_ki z[j] term lands on columns [k*K, k*K + K) of row k
+            lo = <int>(k * K - c0 if k * K > c0 else 0)
+            hi = <int>(k * K + K - c0 if k * K + K - c0 < wreal else wreal)
+            if contract:
+                ck = s.c[k]
+                grow = g + c0
+                for j in range(wreal):
+                    v = d * trow[j]
+                    row[j] = v
+                    grow[j] += ck * v
+                for j in range(lo, hi):
+                    v = d * s.z[c0 + j - k * K]
+                    row[j] += v
+                    grow[j] += ck * v
+            else:
+                for j in range(wreal):
+                    row[j] = d * trow[j]
+                for j in range(lo, hi):
+                    row[j] += d * s.z[c0 + j - k * K]
+        c0 += nb
+
+
+cdef inline void readout_gradient(RNN *s) noexcept nogil:
+    """grad W_out = e h^T, grad b_out = e (written after grad W)."""
+    cdef int n = s.n, o = s.o, q, k
+    cdef float *g_out = s.grad + n * s.K
+    for q in range(o):
+        for k in range(n):
+            g_out[q * n + k] = s.e[q] * s.h[k]
+        g_out[o * n + q] = s.e[q]
+
+
+cdef void recover(RNN *s) noexcept nogil:
+    """Divergence guard: forget state, sensitivities and optimiser moments."""
+    cdef Py_ssize_t p = s.n_params
+    rnn_reset_state(s)
+    if s.m1 != NULL:
+        memset(s.m1, 0, p * sizeof(float))
+    if s.m2 != NULL:
+        memset(s.m2, 0, p * sizeof(float))
+    s.opt_t = 0
+    s.recoveries += 1
+
+
+cdef int apply_update(RNN *s) noexcept nogil:
+    """Clip by global norm, take one optimiser step; undo it if not finite."""
+    cdef Py_ssize_t p = s.n_params, i
+    cdef double norm2 = 0.0, scale = 1.0, bc1, bc2
+    cdef float lr, gi, b1 = s.beta1, b2 = s.beta2, eps
+    cdef float *theta = s.theta
+    cdef float *g = s.grad
+    cdef float *m1 = s.m1
+    cdef float *m2 = s.m2
+    for i in range(p):
+        norm2 += <double>g[i] * g[i]
+    if not isfinite(norm2):
+        recover(s)
+        return STATUS_RECOVERED
+    if s.clip > 0 and norm2 > <double>s.clip * s.clip:
+        scale = s.clip / sqrt(norm2)
+    memcpy(s.good, theta, p * sizeof(float))
+    if s.optimizer == OPT_SGD:
+        lr = <float>(s.lr * scale)
+        for i in range(p):
+            theta[i] -= lr * g[i]
+    elif s.optimizer == OPT_MOMENTUM:
+        for i in range(p):
+            m1[i] = b1 * m1[i] + <float>scale * g[i]
+            theta[i] -= s.lr * m1[i]
+    else:  # Adam (Kingma & Ba 2015), bias-corrected step size
+        s.opt_t += 1
+        bc1 = 1.0 - pow(b1, <double>s.opt_t)
+        bc2 = 1.0 - pow(b2, <double>s.opt_t)
+        lr = <float>(s.lr * sqrt(bc2) / bc1)
+        eps = <float>(s.adam_eps * sqrt(bc2))
+        for i in range(p):
+            gi = <float>scale * g[i]
+            m1[i] = b1 * m1[i] + (1.0 - b1) * gi
+            m2[i] = b2 * m2[i] + (1.0 - b2) * gi * gi
+            theta[i] -= lr * m1[i] / (sqrtf(m2[i]) + eps)
+    if not params_are_finite(theta, p):
+        memcpy(theta, s.good, p * sizeof(float))
+        recover(s)
+        return STATUS_RECOVERED
+    s.updates += 1
+    return STATUS_OK
+
+
+# --------------------------------------------------------------------------
+# 2. one sample
+# --------------------------------------------------------------------------
+
+cdef void rnn_reset_state(RNN *s) noexcept nogil:
+    memset(s.h, 0, s.n * sizeof(float))
+    memset(s.P, 0, s.n * s.ldp * sizeof(float))
+    s.traces_stale = False
+
+
+cdef int checked_forward(RNN *s) noexcept nogil:
+    """Forward pass; a non-finite state is reset (and the parameters restored
+    if they are what went wrong) and computed once more."""
+    forward(s)
+    if state_is_finite(s):
+        return STATUS_OK
+    if not params_are_finite(s.theta, s.n_params):
+        memcpy(s.theta, s.good, s.n_params * sizeof(float))
+    recover(s)
+    forward(s)
+    if state_is_finite(s):
+        return STATUS_RECOVERED
+    rnn_reset_state(s)
+    return STATUS_POISONED
+
+
+cdef int rnn_step(RNN *s, bint has_y, bint learn, float *yhat_out) noexcept nogil:
+    """One sample: predict from x_in; if `learn`, advance the sensitivities;
+    if also `has_y`, take one update towards y_in.  Returns STATUS_* bits."""
+    cdef unsigned int fpu = rtrl_fpu_enter()
+    cdef int status
+    normalise_input(s, True)
+    status = checked_forward(s)
+    denormalise_output(s, yhat_out)
+    s.steps += 1
+    if status == STATUS_POISONED:
+        rtrl_fpu_leave(fpu)
+        return status
+    if learn:
+        if s.traces_stale:
+            memset(s.P, 0, s.n * s.ldp * sizeof(float))
+            s.traces_stale = False
+            s.trace_resets += 1
+        if has_y:
+            s.last_loss = output_error(s, True)
+            rtrl_sensitivities(s, True)
+            readout_gradient(s)
+            status |= apply_update(s)
+        else:
+            rtrl_sensitivities(s, False)
+    else:
+        s.traces_stale = True
+    rtrl_fpu_leave(fpu)
+    return status
+
+
+cdef void rnn_forward_only(RNN *s, float *yhat_out) noexcept nogil:
+    rnn_step(s, False, False, yhat_out)
+
+
+cdef void rnn_accumulate(RNN *s, double *acc) noexcept nogil:
+    """One step of the fixed-parameter gradient: statistics frozen, no update,
+    acc += d L_t / d theta."""
+    cdef Py_ssize_t i
+    normalise_input(s, False)
+    forward(s)
+    s.last_loss = output_error(s, False)
+    rtrl_sensitivities(s, True)
+    readout_gradient(s)
+    for i in range(s.n_params):
+        acc[i] += s.grad[i]
+
+
+# --------------------------------------------------------------------------
+# 3. the extension type that owns the memory
+# --------------------------------------------------------------------------
+
+cdef inline Py_ssize_t round_up(Py_ssize_t x, Py_ssize_t to) noexcept nogil:
+    return (x + to - 1) // to * to
+
+
+def product_isa():
+    """Instruction set the sensitivity product uses on this CPU."""
+    return rtrl_product_isa().decode()
+
+
+cdef class Core:
+    """All memory and compiled state of one model.
+
+    Constructed once; afterwards no method that runs per sample allocates
+    anything but its returned prediction.  `buffers` maps a name to a numpy
+    view of each buffer (the Python side builds `params` from these).
+    """
+
+    cdef RNN s
+    cdef readonly object arena32
+    cdef readonly object arena64
+    cdef readonly dict buffers
+    cdef readonly dict layout
+    cdef readonly long long rejected
+    cdef bint release_gil
+
+    def __cinit__(self, int n_in, int n_hidden, int n_out, str learner="rtrl",
+                  str optimizer="sgd", double lr=1e-3, double beta1=0.9,
+                  double beta2=0.999, double adam_eps=1e-8, double clip=0.0,
+                  bint normalize=False, double norm_window=10000.0,
+                  double norm_eps=1e-8):
+        cdef RNN *s = &self.s
+        cdef Py_ssize_t n = n_hidden, m = n_in, o = n_out, K = n + m + 1
+        cdef Py_ssize_t p = n * K + o * n + o
+        cdef Py_ssize_t ldp = round_up(n * K, RTRL_MAX_VL)
+        cdef Py_ssize_t n4 = round_up(n, 4)
+        cdef Py_ssize_t nb = round_up(max(BLOCK_FLOATS // n4, 64), RTRL_MAX_VL)
+        cdef Py_ssize_t off, total, size
+        cdef cnp.ndarray a32, a64
+        cdef char *base
+        if nb > ldp:
+            nb = ldp
+        memset(s, 0, sizeof(RNN))
+        s.n, s.m, s.o, s.K = n, m, o, K
+        s.n_params, s.ldp, s.nb = p, ldp, nb
+        s.learner = LEARNERS[learner]
+        s.optimizer = OPTIMIZERS[optimizer]
+        s.lr, s.beta1, s.beta2, s.adam_eps, s.clip = lr, beta1, beta2, adam_eps, clip
+        s.normalize, s.norm_window, s.norm_eps = normalize, norm_window, norm_eps
+        s.product = rtrl_select_product()
+        self.release_gil = n * n * n * K >= GIL_RELEASE_MACS
+
+        n_moments = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_ADAM: 2}[s.optimizer]
+        # (name, floats); P first so that it starts on the aligned arena base
+        # and every row (ldp floats) stays 64-byte aligned.
+        layout32 = [("P", n * ldp), ("tmp", n4 * nb),
+                    ("theta", p), ("grad", p), ("good", p)]
+        layout32 += [("m1", p), ("m2", p)][:n_moments]
+        layout32 += [("h", n), ("z", K), ("dphi", n), ("c", n), ("yn", o),
+                     ("e", o), ("x_in", m), ("y_in", o)]
+        layout64 = [("x_mean", m), ("x_var", m), ("y_mean", o), ("y_var", o),
+                    ("counts", 2)]
+        total = sum(size for _, size in layout32)
+        # 64 bytes of slack to align the base for the vector loads
+        a32 = np.zeros(total + RTRL_MAX_VL, dtype=np.float32)
+        a64 = np.zeros(sum(size for _, size in layout64), dtype=np.float64)
+        base = <char *>cnp.PyArray_DATA(a32)
+        off = ((64 - (<size_t>base) % 64) % 64) // sizeof(float)
+        self.arena32, self.arena64 = a32, a64
+        self.layout = {}
+        self.buffers = {}
+        for name, size in layout32:
+            self.buffers[name] = a32[off:off + size]
+            self.layout[name] = (off, size, 4)
+            off += size
+        off = 0
+        for name, size in layout64:
+            self.buffers[name] = a64[off:off + size]
+            self.layout[name] = (off, size, 8)
+            off += size
+        self.buffers["x_var"][:] = 1.0   # identity until data arrive
+        self.buffers["y_var"][:] = 1.0
+
+        s.P = self._ptr32("P")
+        s.tmp = self._ptr32("tmp")
+        s.theta = self._ptr32("theta")
+        s.grad = self._ptr32("grad")
+        s.good = self._ptr32("good")
+        s.m1 = self._ptr32("m1") if n_moments >= 1 else NULL
+        s.m2 = self._ptr32("m2") if n_moments >= 2 else NULL
+        s.h = self._ptr32("h")
+        s.z = self._ptr32("z")
+        s.dphi = self._ptr32("dphi")
+        s.c = self._ptr32("c")
+        s.yn = self._ptr32("yn")
+        s.e = self._ptr32("e")
+        s.x_in = self._ptr32("x_in")
+        s.y_in = self._ptr32("y_in")
+        s.x_mean = self._ptr64("x_mean")
+        s.x_var = self._ptr64("x_var")
+        s.y_mean = self._ptr64("y_mean")
+        s.y_var = self._ptr64("y_var")
+        s.counts = self._ptr64("counts")
+
+    cdef float *_ptr32(self, str name):
+        return <float *>cnp.PyArray_DATA(self.buffers[name])
+
+    cdef double *_ptr64(self, str name):
+        return <double *>cnp.PyArray_DATA(self.buffers[name])
+
+    @property
+    def memory_bytes(self):
+        return self.arena32.nbytes + self.arena64.nbytes
+
+    @property
+    def ldp(self):
+        return self.s.ldp
+
+    @property
+    def block(self):
+        return self.s.nb
+
+    # -- boundary ----------------------------------------------------------
+
+    cdef int _stage(self, object v, float *out, int size, str name) except -1:
+        """Copy v into out as float32 if it is a finite numeric vector of
+        shape (size,); otherwise raise ValueError, leaving the model as it was
+        (`out` is scratch, not state)."""
+        cdef cnp.ndarray arr
+        cdef int typ, j
+        cdef char *data
+        cdef Py_ssize_t stride = 0
+        cdef double val
+        cdef bint ok = True
+        if cnp.PyArray_Check(v):
+            arr = <cnp.ndarray>v
+            typ = cnp.PyArray_TYPE(arr)
+            if ((typ == cnp.NPY_FLOAT32 or typ == cnp.NPY_FLOAT64)
+                    and ((arr.ndim == 1 and arr.shape[0] == size)
+                         or (arr.ndim == 0 and size == 1))):
+                data = <char *>cnp.PyArray_DATA(arr)
+                if arr.ndim == 1:
+                    stride = arr.strides[0]
+                if typ == cnp.NPY_FLOAT32:
+                    for j in range(size):
+                        out[j] = (<float *>(data + j * stride))[0]
+                        ok &= isfinite(out[j])
+                else:
+                    for j in range(size):
+                        val = (<double *>(data + j * stride))[0]
+                        out[j] = <float>val
+                        ok &= isfinite(out[j])
+                if ok:
+                    return 0
+                self.rejected += 1
+                raise ValueError(f"{name} must be finite (no NaN or inf); expected "
+                                 f"shape ({size},), got {arr!r}")
+        arr = self._coerce(v, size, name)
+        data = <char *>cnp.PyArray_DATA(arr)
+        for j in range(size):
+            val = (<double *>data)[j]
+            out[j] = <float>val
+            ok &= isfinite(out[j])
+        if not ok:
+            self.rejected += 1
+            raise ValueError(f"{name} must be finite (no NaN or inf, and within "
+                             f"float32 range); expected shape ({size},), got {v!r}")
+        return 0
+
+    cdef cnp.ndarray _coerce(self, object v, int size, str name):
+        """Slow path: any array-like -> contiguous float64 of shape (size,)."""
+        try:
+            arr = np.asarray(v)
+        except Exception as exc:   # ragged nested sequences and the like
+            self.rejected += 1
+            raise ValueError(f"{name} must be a numeric array of shape ({size},), "
+                             f"got {v!r}") from exc
+        if arr.dtype.kind not in "biuf":
+            self.rejected += 1
+            raise ValueError(f"{name} must be a numeric array of shape ({size},), "
+                             f"got dtype {arr.dtype} ({v!r})")
+        if not (arr.shape == (size,) or (arr.ndim == 0 and size == 1)):
+            self.rejected += 1
+            raise ValueError(f"{name} must have shape ({size},), got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=np.float64).reshape(size)
+
+    cdef object _run(self, bint has_y, bint learn):
+        cdef cnp.npy_intp dim = self.s.o
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0)
+        cdef float *yhat = <float *>cnp.PyArray_DATA(out)
+        cdef int status
+        if self.release_gil:
+            with nogil:
+                status = rnn_step(&self.s, has_y, learn, yhat)
+        else:
+            status = rnn_step(&self.s, has_y, learn, yhat)
+        if status & STATUS_POISONED:
+            raise FloatingPointError(
+                "the input drove the hidden state to a non-finite value even with "
+                "the last good parameters; the state was reset. Scale the inputs "
+                "(normalize=True) or check them.")
+        return out
+
+    def step(self, x, y=None):
+        self._stage(x, self.s.x_in, self.s.m, "x")
+        if y is None:
+            return self._run(False, True)
+        self._stage(y, self.s.y_in, self.s.o, "y")
+        return self._run(True, True)
+
+    def predict(self, x):
+        self._stage(x, self.s.x_in, self.s.m, "x")
+        return self._run(False, False)
+
+    def reset_state(self):
+        rnn_reset_state(&self.s)
+
+    def accumulate_gradient(self, const float[:, ::1] xs, const float[:, ::1] ys):
+        """Sum of d L_t / d theta over a sequence from the current state, with
+        parameters and normaliser statistics held fixed.  Returns float64 (p,)."""
+        cdef Py_ssize_t t, T = xs.shape[0]
+        cdef cnp.ndarray acc = np.zeros(self.s.n_params, dtype=np.float64)
+        cdef double *accp = <double *>cnp.PyArray_DATA(acc)
+        cdef unsigned int fpu
+        assert xs.shape[1] == self.s.m and ys.shape[1] == self.s.o and ys.shape[0] == T
+        with nogil:
+            fpu = rtrl_fpu_enter()
+            for t in range(T):
+                memcpy(self.s.x_in, &xs[t, 0], self.s.m * sizeof(float))
+                memcpy(self.s.y_in, &ys[t, 0], self.s.o * sizeof(float))
+                rnn_accumulate(&self.s, accp)
+            rtrl_fpu_leave(fpu)
+        return acc
+
+    # -- counters ----------------------------------------------------------
+
+    def get_counters(self):
+        return {"steps": self.s.steps, "updates": self.s.updates,
+                "rejected_inputs": self.rejected,
+                "divergence_recoveries": self.s.recoveries,
+                "trace_resets": self.s.trace_resets,
+                "optimizer_steps": self.s.opt_t,
+                "traces_stale": int(self.s.traces_stale)}
+
+    def set_counters(self, dict c):
+        self.s.steps = c["steps"]
+        self.s.updates = c["updates"]
+        self.rejected = c["rejected_inputs"]
+        self.s.recoveries = c["divergence_recoveries"]
+        self.s.trace_resets = c["trace_resets"]
+        self.s.opt_t = c["optimizer_steps"]
+        self.s.traces_stale = bool(c["traces_stale"])
+
+    @property
+    def last_loss(self):
+        """Loss 0.5*||e||^2 (normalised units) of the latest learning step."""
+        return self.s.last_loss

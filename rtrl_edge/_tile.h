@@ -1,0 +1,111 @@
+/* Register-blocked float32 product for the n^4 term of exact RTRL.
+ *
+ * Cython cannot name SIMD vector types, so this one piece is C: a small
+ * matrix-times-panel product written with GCC/Clang vector extensions, which
+ * lower to SSE/AVX/AVX-512 on x86 and to NEON on ARM.  Everything around it
+ * (the fused scaling, the delta term, the gradient contraction) is in
+ * _kernels.pyx.
+ *
+ * Portable builds compile a baseline version (4-wide vectors: SSE2 / NEON).
+ * On x86-64 with GCC or Clang, AVX2+FMA and AVX-512 versions are compiled too
+ * and chosen at run time from what the CPU reports, so a wheel built for
+ * generic x86-64 still uses the wide units of the machine it runs on.
+ */
+#ifndef RTRL_EDGE_TILE_H
+#define RTRL_EDGE_TILE_H
+
+#include <stddef.h>
+#include <string.h>
+
+/* Width of the widest vector any instantiation uses, in floats: callers pad
+ * row strides and block widths to a multiple of it. */
+#define RTRL_MAX_VL 16
+
+typedef void (*rtrl_product_fn)(const float *w, int ldw, const float *b,
+                                ptrdiff_t ldb, int n_rows, int n_inner,
+                                int width, float *out, int ldo);
+
+#define RTRL_VL 4
+#define RTRL_NV 2
+#define RTRL_SUFFIX base
+#define RTRL_TARGET
+#include "_tile_impl.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define RTRL_HAVE_X86_DISPATCH 1
+
+#define RTRL_VL 8
+#define RTRL_NV 2
+#define RTRL_SUFFIX avx2
+#define RTRL_TARGET __attribute__((target("avx2,fma")))
+#include "_tile_impl.h"
+
+#define RTRL_VL 16
+#define RTRL_NV 4
+#define RTRL_SUFFIX avx512
+#define RTRL_TARGET __attribute__((target("avx512f")))
+#include "_tile_impl.h"
+#endif
+
+/* Name of the instruction set the product uses on this CPU. */
+static const char *rtrl_product_isa(void)
+{
+#ifdef RTRL_HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return "avx2+fma";
+    return "x86 baseline (4-wide)";
+#elif defined(__aarch64__) || defined(__ARM_NEON)
+    return "neon (4-wide)";
+#else
+    return "generic (4-wide)";
+#endif
+}
+
+static rtrl_product_fn rtrl_select_product(void)
+{
+#ifdef RTRL_HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return rtrl_product_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return rtrl_product_avx2;
+#endif
+    return rtrl_product_base;
+}
+
+/* Flush subnormal floats to zero while a kernel runs.  Sensitivities of old
+ * inputs decay geometrically and would otherwise reach the subnormal range,
+ * where x86 cores take a microcode assist per operation; over a long stream
+ * that slows a step by orders of magnitude.  Values below 1.2e-38 do not
+ * matter to a gradient. */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+static inline unsigned int rtrl_fpu_enter(void)
+{
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u);          /* FTZ | DAZ */
+    return old;
+}
+static inline void rtrl_fpu_leave(unsigned int old) { _mm_setcsr(old); }
+#elif defined(__aarch64__)
+static inline unsigned int rtrl_fpu_enter(void)
+{
+    unsigned long old;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(old));
+    __asm__ volatile("msr fpcr, %0" : : "r"(old | (1ul << 24)));   /* FZ */
+    return (unsigned int)old;
+}
+static inline void rtrl_fpu_leave(unsigned int old)
+{
+    unsigned long v = old;
+    __asm__ volatile("msr fpcr, %0" : : "r"(v));
+}
+#else
+static inline unsigned int rtrl_fpu_enter(void) { return 0; }
+static inline void rtrl_fpu_leave(unsigned int old) { (void)old; }
+#endif
+
+#endif /* RTRL_EDGE_TILE_H */

@@ -1,0 +1,101 @@
+/* One instantiation of the register-blocked product used by the RTRL sensitivity
+ * update.  Included by _tile.h once per instruction set, with
+ *   RTRL_VL      floats per vector,
+ *   RTRL_NV      vectors per tile row (tile width = RTRL_NV * RTRL_VL columns),
+ *   RTRL_SUFFIX  name suffix,
+ *   RTRL_TARGET  function attribute selecting the instruction set (may be empty).
+ *
+ * out[k, c] = sum_l w[k*ldw + l] * b[l*ldb + c]   for 0 <= k < n_rows, 0 <= c < width
+ *
+ * `width` must be a multiple of RTRL_VL (the caller pads rows of b and out).
+ * Each tile keeps RTRL_MR x RTRL_NV vector accumulators in registers and streams
+ * one row of b per inner step, so every loaded vector of b feeds RTRL_MR
+ * multiply-adds (the register blocking of Goto & van de Geijn, 2008).
+ */
+#define RTRL_CAT_(a, b) a##_##b
+#define RTRL_CAT(a, b) RTRL_CAT_(a, b)
+#define RTRL_VEC RTRL_CAT(rtrl_vec, RTRL_SUFFIX)
+#define RTRL_LOAD RTRL_CAT(rtrl_load, RTRL_SUFFIX)
+#define RTRL_STORE RTRL_CAT(rtrl_store, RTRL_SUFFIX)
+#define RTRL_TILE RTRL_CAT(rtrl_tile, RTRL_SUFFIX)
+#define RTRL_PRODUCT RTRL_CAT(rtrl_product, RTRL_SUFFIX)
+
+typedef float RTRL_VEC __attribute__((vector_size(4 * RTRL_VL)));
+
+RTRL_TARGET static inline __attribute__((always_inline)) RTRL_VEC
+RTRL_LOAD(const float *p)
+{
+    RTRL_VEC v;
+    memcpy(&v, p, sizeof v);   /* an unaligned vector load */
+    return v;
+}
+
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_STORE(float *p, RTRL_VEC v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* One MR x (NV * VL) tile; MR and NV are compile-time constants at every call
+ * site, so the compiler unrolls both loops and keeps `acc` in registers. */
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_TILE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
+          float *out, int ldo, const int MR, const int NV)
+{
+    RTRL_VEC acc[4][RTRL_NV];
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v)
+            acc[r][v] = (RTRL_VEC){0};
+    for (int l = 0; l < n_inner; ++l) {
+        const float *brow = b + (ptrdiff_t)l * ldb;
+        RTRL_VEC bv[RTRL_NV];
+        for (int v = 0; v < NV; ++v)
+            bv[v] = RTRL_LOAD(brow + v * RTRL_VL);
+        for (int r = 0; r < MR; ++r) {
+            const float wr = w[(ptrdiff_t)r * ldw + l];
+            for (int v = 0; v < NV; ++v)
+                acc[r][v] += wr * bv[v];
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v)
+            RTRL_STORE(out + (ptrdiff_t)r * ldo + v * RTRL_VL, acc[r][v]);
+}
+
+RTRL_TARGET static void
+RTRL_PRODUCT(const float *w, int ldw, const float *b, ptrdiff_t ldb,
+             int n_rows, int n_inner, int width, float *out, int ldo)
+{
+    const int tile = RTRL_NV * RTRL_VL;
+    int c = 0;
+    /* Column tiles outermost: the n_inner x tile slice of b stays in L1 while
+     * every row group of w passes over it. */
+    for (; c + tile <= width; c += tile) {
+        int k = 0;
+        for (; k + 4 <= n_rows; k += 4)
+            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
+                      out + (ptrdiff_t)k * ldo + c, ldo, 4, RTRL_NV);
+        for (; k < n_rows; ++k)
+            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
+                      out + (ptrdiff_t)k * ldo + c, ldo, 1, RTRL_NV);
+    }
+    for (; c < width; c += RTRL_VL) {   /* leftover columns, one vector wide */
+        int k = 0;
+        for (; k + 4 <= n_rows; k += 4)
+            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
+                      out + (ptrdiff_t)k * ldo + c, ldo, 4, 1);
+        for (; k < n_rows; ++k)
+            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
+                      out + (ptrdiff_t)k * ldo + c, ldo, 1, 1);
+    }
+}
+
+#undef RTRL_VEC
+#undef RTRL_LOAD
+#undef RTRL_STORE
+#undef RTRL_TILE
+#undef RTRL_PRODUCT
+#undef RTRL_VL
+#undef RTRL_NV
+#undef RTRL_SUFFIX
+#undef RTRL_TARGET
