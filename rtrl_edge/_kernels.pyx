@@ -271,13 +271,13 @@ cdef void rnn_reset_state(RNN *s) noexcept nogil:
 
 
 cdef int checked_forward(RNN *s) noexcept nogil:
-    """Forward pass; a non-finite state is reset (and the parameters restored
-    if they are what went wrong) and computed once more."""
+    """Forward pass.  A non-finite state or prediction means the latest update
+    (or a write into the parameters) went wrong: restore the last good
+    parameters, reset, and compute once more."""
     forward(s)
     if state_is_finite(s):
         return STATUS_OK
-    if not params_are_finite(s.theta, s.n_params):
-        memcpy(s.theta, s.good, s.n_params * sizeof(float))
+    memcpy(s.theta, s.good, s.n_params * sizeof(float))
     recover(s)
     forward(s)
     if state_is_finite(s):
@@ -291,7 +291,7 @@ cdef int rnn_step(RNN *s, bint has_y, bint learn, float *yhat_out) noexcept nogi
     if also `has_y`, take one update towards y_in.  Returns STATUS_* bits."""
     cdef unsigned int fpu = rtrl_fpu_enter()
     cdef int status
-    normalise_input(s, True)
+    normalise_input(s, learn)      # inference does not move the statistics
     status = checked_forward(s)
     denormalise_output(s, yhat_out)
     s.steps += 1
@@ -474,6 +474,7 @@ cdef class Core:
             arr = <cnp.ndarray>v
             typ = cnp.PyArray_TYPE(arr)
             if ((typ == cnp.NPY_FLOAT32 or typ == cnp.NPY_FLOAT64)
+                    and cnp.PyArray_ISALIGNED(arr) and not cnp.PyArray_ISBYTESWAPPED(arr)
                     and ((arr.ndim == 1 and arr.shape[0] == size)
                          or (arr.ndim == 0 and size == 1))):
                 data = <char *>cnp.PyArray_DATA(arr)

@@ -105,8 +105,8 @@ class OnlineRNN:
                             + 16)            # alignment slack
                      + 8 * (2*m + 2*o + 2)   # normaliser means, variances, counts
 
-    For n = 32, m = 8, o = 1 with sgd that is 182,212 bytes, of which P is
-    167,936.  ``memory_layout`` lists every buffer.
+    For n = 32, m = 8, o = 1 with sgd that is 217,660 bytes,
+    of which P is 167,936.  ``memory_layout`` lists every buffer.
     """
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
@@ -141,6 +141,7 @@ class OnlineRNN:
         self._core = self._make_core(self._config)
         self._params = self._param_views(self._core)
         self._initialise(np.random.default_rng(seed))
+        self._core.buffers["good"][...] = self._core.buffers["theta"]
 
     # -- construction ------------------------------------------------------
 
@@ -241,7 +242,8 @@ class OnlineRNN:
     def predict(self, x) -> np.ndarray:
         """Predict from ``x`` and advance the hidden state; never learns.
 
-        Inference only: the sensitivities are not advanced, so the next
+        Inference only: neither the parameters nor the normaliser's
+        statistics change, and the sensitivities are not advanced, so the next
         learning step restarts them from zero (``stats["trace_resets"]``).
         """
         return self._core.predict(x)
@@ -424,6 +426,7 @@ class OnlineRNN:
             raise CheckpointError(f"{path!r}: counters have shape {counters.shape}")
         for name, target in targets.items():
             target[...] = arrays[name]
+        self._core.buffers["good"][...] = self._core.buffers["theta"]
         c = self._core.get_counters()
         c.update(zip(_STATE_COUNTERS, (int(v) for v in counters)))
         self._core.set_counters(c)
