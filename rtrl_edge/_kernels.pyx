@@ -395,7 +395,7 @@ cdef class Core:
                     ("theta", p), ("grad", p), ("good", p)]
         layout32 += [("m1", p), ("m2", p)][:n_moments]
         layout32 += [("h", n), ("z", K), ("dphi", n), ("c", n), ("yn", o),
-                     ("e", o), ("x_in", m), ("y_in", o)]
+                     ("e", o), ("x_in", m), ("y_in", o), ("h_saved", n)]
         layout64 = [("x_mean", m), ("x_var", m), ("y_mean", o), ("y_var", o),
                     ("counts", 2)]
         total = sum(size for _, size in layout32)
@@ -553,6 +553,29 @@ cdef class Core:
 
     def reset_state(self):
         rnn_reset_state(&self.s)
+
+    def forecast(self, const float[:, ::1] xs):
+        """Prediction after advancing a copy of the hidden state over the rows
+        of xs (T, m), statistics frozen; the model's own state is untouched
+        (the forecast of DESIGN §3.8: h cheap forward steps)."""
+        cdef Py_ssize_t t, T = xs.shape[0]
+        cdef cnp.npy_intp dim = self.s.o
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0)
+        cdef float *yhat = <float *>cnp.PyArray_DATA(out)
+        cdef float *saved = self._ptr32("h_saved")
+        cdef unsigned int fpu
+        assert xs.shape[1] == self.s.m and T >= 1
+        with nogil:
+            fpu = rtrl_fpu_enter()
+            memcpy(saved, self.s.h, self.s.n * sizeof(float))
+            for t in range(T):
+                memcpy(self.s.x_in, &xs[t, 0], self.s.m * sizeof(float))
+                normalise_input(&self.s, False)
+                forward(&self.s)
+            denormalise_output(&self.s, yhat)
+            memcpy(self.s.h, saved, self.s.n * sizeof(float))
+            rtrl_fpu_leave(fpu)
+        return out
 
     def accumulate_gradient(self, const float[:, ::1] xs, const float[:, ::1] ys):
         """Sum of d L_t / d theta over a sequence from the current state, with

@@ -101,11 +101,11 @@ class OnlineRNN:
         memory_bytes = 4 * (n*ldp            # sensitivities P
                             + n4*nb          # product block scratch
                             + (3 + k)*p      # params, gradient, last good params, moments
-                            + 3*n + K + m + 3*o   # h, dphi, c, z, x, yn, e, y
+                            + 4*n + K + m + 3*o   # h, dphi, c, h copy, z, x, yn, e, y
                             + 16)            # alignment slack
                      + 8 * (2*m + 2*o + 2)   # normaliser means, variances, counts
 
-    For n = 32, m = 8, o = 1 with sgd that is 217,660 bytes,
+    For n = 32, m = 8, o = 1 with sgd that is 217,788 bytes,
     of which P is 167,936.  ``memory_layout`` lists every buffer.
     """
 
@@ -248,13 +248,24 @@ class OnlineRNN:
         """
         return self._core.predict(x)
 
+    def forecast(self, xs) -> np.ndarray:
+        """Prediction after feeding the inputs ``xs`` (shape ``(T, n_in)``, or
+        ``(n_in,)`` for one) to a copy of the hidden state.
+
+        The model is untouched: state, sensitivities, parameters and
+        normaliser stay as they are.  This is how a model trained on a lagged
+        stream (input x_{t-h}, target y_t) forecasts h steps ahead: advance
+        a copy of its state over the last h inputs (DESIGN §3.8).
+        """
+        return self._core.forecast(self._sequence("xs", xs, self.n_in, one_row_ok=True))
+
     def reset_state(self) -> None:
         """Zero the hidden state and the sensitivities (a sequence boundary)."""
         self._core.reset_state()
 
     # -- whole sequences ---------------------------------------------------
 
-    def _sequence(self, name, value, width):
+    def _sequence(self, name, value, width, one_row_ok=False):
         try:
             arr = np.asarray(value)
         except Exception as exc:
@@ -266,6 +277,8 @@ class OnlineRNN:
                              f"got dtype {arr.dtype}")
         if arr.ndim == 1 and width == 1:
             arr = arr.reshape(-1, 1)
+        elif arr.ndim == 1 and one_row_ok:
+            arr = arr.reshape(1, -1)
         if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 1:
             self._reject()
             raise ValueError(f"{name} must have shape (T, {width}) with T >= 1, "

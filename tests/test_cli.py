@@ -1,0 +1,63 @@
+"""The `rtrl-edge` command line: the demo on the shipped recording."""
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+
+from rtrl_edge import cli
+
+
+def _demo(*argv):
+    out = io.StringIO()
+    args = cli.build_parser().parse_args(["demo", *argv])
+    assert cli.run_demo(args, out=out) == 0
+    return out.getvalue()
+
+
+def _ratios(text):
+    return {m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
+            for m in re.finditer(r"^\s+(whole stream|second half)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$",
+                                 text, re.M)}
+
+
+def test_demo_learns_to_beat_the_last_value_baseline():
+    text = _demo("--quiet")
+    rows = _ratios(text)
+    assert set(rows) == {"whole stream", "second half"}
+    err, base, ratio = rows["second half"]
+    # Recorded on the default recording (200 ms ahead, 16 units, adam): RMSE
+    # 1.11 mm against 1.71 mm for repeating the last value, ratio 0.65.
+    assert ratio < 0.8 and err < base
+    assert re.search(r"latency per sample: median [\d.]+ us, p99 [\d.]+ us", text)
+    assert re.search(r"memory_bytes: [\d,]+", text)
+    # what the loader dropped from the file is reported
+    assert "terminator row" in text and "loader dropped" in text
+
+
+def test_demo_progress_and_options():
+    text = _demo("--horizon", "1", "--hidden", "4", "--optimizer", "sgd", "--lr", "0.01")
+    assert len(re.findall(r"^  forecast +\d+/\d+", text, re.M)) >= 10
+    assert "forecast 1 sample(s) = 100 ms ahead" in text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["demo", "--horizon", "0"], "expected a positive integer"),
+    (["demo", "--lr", "-1"], "expected a positive number"),
+    (["demo", "--recording", "nope"], "invalid choice"),
+    (["demo", "--learner", "bogus"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_python_dash_m_reaches_the_same_main(tmp_path):
+    # run outside the source tree, so that the installed package is imported
+    res = subprocess.run([sys.executable, "-m", "rtrl_edge", "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "demo" in res.stdout
