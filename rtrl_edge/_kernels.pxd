@@ -9,8 +9,15 @@ cdef extern from "_tile.h" nogil:
     ctypedef void (*rtrl_product_fn)(const float *w, int ldw, const float *b,
                                      Py_ssize_t ldb, int n_rows, int n_inner,
                                      int width, float *out, int ldo) noexcept nogil
-    rtrl_product_fn rtrl_select_product()
-    const char *rtrl_product_isa()
+    ctypedef void (*rtrl_epilogue_fn)(float *p, Py_ssize_t ldp, const float *t, int ldt,
+                                      int n_rows, int width, const float *dphi,
+                                      const float *c, float *g, int contract) noexcept nogil
+    ctypedef struct rtrl_kernels:
+        rtrl_product_fn product
+        rtrl_epilogue_fn epilogue
+        const char *name
+    const rtrl_kernels *rtrl_kernels_named(const char *name)
+    const rtrl_kernels *rtrl_kernels_best()
     int RTRL_MAX_VL
     unsigned int rtrl_fpu_enter()
     void rtrl_fpu_leave(unsigned int old)
@@ -62,7 +69,7 @@ ctypedef struct RNN:
     # parameters and optimiser (float32, each n_params long)
     float *theta          # [W (n x K, row-major) | W_out (o x n) | b_out (o)]
     float *grad
-    float *good           # theta before the latest update (divergence guard)
+    float *good           # theta after the latest finite update (divergence guard)
     float *m1             # first moment / momentum (NULL for sgd)
     float *m2             # second moment (Adam only)
     # running state
@@ -83,7 +90,7 @@ ctypedef struct RNN:
     double *y_mean
     double *y_var
     double *counts        # [inputs seen, targets seen]
-    rtrl_product_fn product
+    const rtrl_kernels *simd  # product and fused pass for this CPU
 
 cdef int rnn_step(RNN *s, bint has_y, bint learn, float *yhat_out) noexcept nogil
 cdef void rnn_forward_only(RNN *s, float *yhat_out) noexcept nogil

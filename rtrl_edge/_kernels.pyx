@@ -18,6 +18,8 @@
 from libc.math cimport tanhf, sqrt, sqrtf, isfinite, pow
 from libc.string cimport memcpy, memset
 
+import os
+
 import numpy as np
 cimport numpy as cnp
 
@@ -99,11 +101,34 @@ cdef inline bint state_is_finite(RNN *s) noexcept nogil:
 
 
 cdef inline bint params_are_finite(const float *theta, Py_ssize_t p) noexcept nogil:
+    """True if no entry is NaN or +-inf.  (x - x is 0 for a finite x and NaN
+    otherwise; the int OR-reduction vectorises, unlike isfinite in a loop.)"""
     cdef Py_ssize_t i
-    cdef bint ok = True
+    cdef int bad = 0
     for i in range(p):
-        ok &= isfinite(theta[i])
-    return ok
+        bad |= (theta[i] - theta[i]) != 0
+    return not bad
+
+
+cdef inline double sum_squares(const float *v, Py_ssize_t p) noexcept nogil:
+    """sum v[i]^2 with eight float32 partial sums (a fixed order, so results
+    are reproducible; the compiler keeps the partials in one vector register),
+    combined in double."""
+    cdef float acc[8]
+    cdef Py_ssize_t i, r, p8 = p - p % 8
+    cdef double total = 0.0
+    for r in range(8):
+        acc[r] = 0.0
+    i = 0
+    while i < p8:
+        for r in range(8):
+            acc[r] += v[i + r] * v[i + r]
+        i += 8
+    for r in range(8):
+        total += acc[r]
+    for i in range(p8, p):
+        total += <double>v[i] * v[i]
+    return total
 
 
 cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
@@ -150,8 +175,9 @@ cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
     (Williams & Zipser 1989; DESIGN §3.2.)  P is processed in column blocks
     of width nb: the register-blocked product fills `tmp` with W_rec @ P[:, block]
     (every row of P still old), then one pass over the block, while it is in
-    cache, scales by dphi, adds the delta term, writes P back and accumulates
-    c^T P into the gradient.  Scratch is one n4 x nb block, not a second P.
+    cache, scales by dphi, writes P back and accumulates c^T P into the
+    gradient (both in _tile.h, at the CPU's vector width), and the delta term
+    is added.  Scratch is one n4 x nb block, not a second P.
     """
     cdef int n = s.n, K = s.K, nb = s.nb, k, width, wreal, lo, hi
     cdef Py_ssize_t ldp = s.ldp, N = <Py_ssize_t>n * K, c0, j
@@ -160,37 +186,29 @@ cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
     cdef float *g = s.grad
     cdef float *row
     cdef float *grow
-    cdef const float *trow
     if contract:
         memset(g, 0, N * sizeof(float))
     c0 = 0
     while c0 < N:
         width = <int>(ldp - c0 if ldp - c0 < nb else nb)
-        s.product(s.theta, K, P + c0, ldp, n, n, width, s.tmp, nb)
+        s.simd.product(s.theta, K, P + c0, ldp, n, n, width, s.tmp, nb)
         wreal = <int>(N - c0 if N - c0 < width else width)
+        s.simd.epilogue(P + c0, ldp, s.tmp, nb, n, wreal, s.dphi, s.c, g + c0, contract)
+        # the delta_ki z[j] term lands on columns [k*K, k*K + K) of row k
         for k in range(n):
-            d = s.dphi[k]
-            row = P + k * ldp + c0
-            trow = s.tmp + k * nb
-            # the delta_ki z[j] term lands on columns [k*K, k*K + K) of row k
             lo = <int>(k * K - c0 if k * K > c0 else 0)
             hi = <int>(k * K + K - c0 if k * K + K - c0 < wreal else wreal)
-            if contract:
-                ck = s.c[k]
-                grow = g + c0
-                for j in range(wreal):
-                    v = d * trow[j]
-                    row[j] = v
+            if lo >= hi:
+                continue
+            d = s.dphi[k]
+            ck = s.c[k] if contract else 0.0
+            row = P + k * ldp + c0
+            grow = g + c0
+            for j in range(lo, hi):
+                v = d * s.z[c0 + j - k * K]
+                row[j] += v
+                if contract:
                     grow[j] += ck * v
-                for j in range(lo, hi):
-                    v = d * s.z[c0 + j - k * K]
-                    row[j] += v
-                    grow[j] += ck * v
-            else:
-                for j in range(wreal):
-                    row[j] = d * trow[j]
-                for j in range(lo, hi):
-                    row[j] += d * s.z[c0 + j - k * K]
         c0 += nb
 
 
@@ -225,14 +243,12 @@ cdef int apply_update(RNN *s) noexcept nogil:
     cdef float *g = s.grad
     cdef float *m1 = s.m1
     cdef float *m2 = s.m2
-    for i in range(p):
-        norm2 += <double>g[i] * g[i]
+    norm2 = sum_squares(g, p)
     if not isfinite(norm2):
         recover(s)
         return STATUS_RECOVERED
     if s.clip > 0 and norm2 > <double>s.clip * s.clip:
         scale = s.clip / sqrt(norm2)
-    memcpy(s.good, theta, p * sizeof(float))
     if s.optimizer == OPT_SGD:
         lr = <float>(s.lr * scale)
         for i in range(p):
@@ -256,6 +272,7 @@ cdef int apply_update(RNN *s) noexcept nogil:
         memcpy(theta, s.good, p * sizeof(float))
         recover(s)
         return STATUS_RECOVERED
+    memcpy(s.good, theta, p * sizeof(float))
     s.updates += 1
     return STATUS_OK
 
@@ -342,8 +359,24 @@ cdef inline Py_ssize_t round_up(Py_ssize_t x, Py_ssize_t to) noexcept nogil:
 
 
 def product_isa():
-    """Instruction set the sensitivity product uses on this CPU."""
-    return rtrl_product_isa().decode()
+    """Instruction set of the sensitivity kernels on this CPU ("base" is the
+    portable 4-wide version), unless RTRL_EDGE_ISA says otherwise."""
+    forced = os.environ.get("RTRL_EDGE_ISA", "")
+    return forced if forced else rtrl_kernels_best().name.decode()
+
+
+cdef const rtrl_kernels *choose_kernels() except NULL:
+    """The kernels for this CPU, or the ones RTRL_EDGE_ISA names ("base": the
+    portable 4-wide version, "avx2", "avx512"); read when a model is built."""
+    cdef const rtrl_kernels *k
+    forced = os.environ.get("RTRL_EDGE_ISA", "")
+    if not forced:
+        return rtrl_kernels_best()
+    k = rtrl_kernels_named(forced.encode())
+    if k == NULL:
+        raise ValueError(f"RTRL_EDGE_ISA={forced!r} is not available on this CPU or build; "
+                         f"use base, avx2 or avx512 (x86-64), or leave it unset")
+    return k
 
 
 cdef class Core:
@@ -385,7 +418,7 @@ cdef class Core:
         s.optimizer = OPTIMIZERS[optimizer]
         s.lr, s.beta1, s.beta2, s.adam_eps, s.clip = lr, beta1, beta2, adam_eps, clip
         s.normalize, s.norm_window, s.norm_eps = normalize, norm_window, norm_eps
-        s.product = rtrl_select_product()
+        s.simd = choose_kernels()
         self.release_gil = n * n * n * K >= GIL_RELEASE_MACS
 
         n_moments = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_ADAM: 2}[s.optimizer]
@@ -541,6 +574,13 @@ cdef class Core:
         return out
 
     def step(self, x, y=None):
+        """step(x, y=None) -> prediction (float32, shape (n_out,), a new array)
+
+        Predict from x (shape (n_in,)), then, if y (shape (n_out,)) is given,
+        take one online update towards it.  Without y the state and the
+        sensitivities still advance.  Raises ValueError, changing nothing, if
+        x or y has the wrong shape, is not numeric or is not finite.
+        """
         self._stage(x, self.s.x_in, self.s.m, "x")
         if y is None:
             return self._run(False, True)
@@ -548,6 +588,11 @@ cdef class Core:
         return self._run(True, True)
 
     def predict(self, x):
+        """predict(x) -> prediction (float32, shape (n_out,), a new array)
+
+        Inference: advance the hidden state only.  Parameters and normaliser
+        do not change; the sensitivities restart at the next learning step.
+        """
         self._stage(x, self.s.x_in, self.s.m, "x")
         return self._run(False, False)
 

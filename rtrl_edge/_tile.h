@@ -24,6 +24,16 @@
 typedef void (*rtrl_product_fn)(const float *w, int ldw, const float *b,
                                 ptrdiff_t ldb, int n_rows, int n_inner,
                                 int width, float *out, int ldo);
+typedef void (*rtrl_epilogue_fn)(float *p, ptrdiff_t ldp, const float *t, int ldt,
+                                 int n_rows, int width, const float *dphi,
+                                 const float *c, float *g, int contract);
+
+/* The kernels of one instruction set. */
+typedef struct {
+    rtrl_product_fn product;
+    rtrl_epilogue_fn epilogue;
+    const char *name;
+} rtrl_kernels;
 
 #define RTRL_VL 4
 #define RTRL_NV 2
@@ -47,33 +57,43 @@ typedef void (*rtrl_product_fn)(const float *w, int ldw, const float *b,
 #include "_tile_impl.h"
 #endif
 
-/* Name of the instruction set the product uses on this CPU. */
-static const char *rtrl_product_isa(void)
+static const rtrl_kernels rtrl_kernels_base = {
+    rtrl_product_base, rtrl_epilogue_base, "base"};
+#ifdef RTRL_HAVE_X86_DISPATCH
+static const rtrl_kernels rtrl_kernels_avx2 = {
+    rtrl_product_avx2, rtrl_epilogue_avx2, "avx2"};
+static const rtrl_kernels rtrl_kernels_avx512 = {
+    rtrl_product_avx512, rtrl_epilogue_avx512, "avx512"};
+#endif
+
+/* The kernels for an instruction set named "base", "avx2" or "avx512", or
+ * NULL if this build or this CPU does not have it. */
+static const rtrl_kernels *rtrl_kernels_named(const char *name)
 {
+    if (strcmp(name, "base") == 0)
+        return &rtrl_kernels_base;
 #ifdef RTRL_HAVE_X86_DISPATCH
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
-        return "avx512f";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return "avx2+fma";
-    return "x86 baseline (4-wide)";
-#elif defined(__aarch64__) || defined(__ARM_NEON)
-    return "neon (4-wide)";
-#else
-    return "generic (4-wide)";
+    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")
+            && __builtin_cpu_supports("fma"))
+        return &rtrl_kernels_avx2;
+    if (strcmp(name, "avx512") == 0 && __builtin_cpu_supports("avx512f"))
+        return &rtrl_kernels_avx512;
 #endif
+    return NULL;
 }
 
-static rtrl_product_fn rtrl_select_product(void)
+/* The widest kernels this CPU runs. */
+static const rtrl_kernels *rtrl_kernels_best(void)
 {
 #ifdef RTRL_HAVE_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        return rtrl_product_avx512;
+        return &rtrl_kernels_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return rtrl_product_avx2;
+        return &rtrl_kernels_avx2;
 #endif
-    return rtrl_product_base;
+    return &rtrl_kernels_base;
 }
 
 /* Flush subnormal floats to zero while a kernel runs.  Sensitivities of old

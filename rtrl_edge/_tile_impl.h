@@ -1,5 +1,5 @@
 /* One instantiation of the register-blocked product used by the RTRL sensitivity
- * update.  Included by _tile.h once per instruction set, with
+ * update, and of the fused pass that follows it.  Included by _tile.h once per instruction set, with
  *   RTRL_VL      floats per vector,
  *   RTRL_NV      vectors per tile row (tile width = RTRL_NV * RTRL_VL columns),
  *   RTRL_SUFFIX  name suffix,
@@ -19,6 +19,7 @@
 #define RTRL_STORE RTRL_CAT(rtrl_store, RTRL_SUFFIX)
 #define RTRL_TILE RTRL_CAT(rtrl_tile, RTRL_SUFFIX)
 #define RTRL_PRODUCT RTRL_CAT(rtrl_product, RTRL_SUFFIX)
+#define RTRL_EPILOGUE RTRL_CAT(rtrl_epilogue, RTRL_SUFFIX)
 
 typedef float RTRL_VEC __attribute__((vector_size(4 * RTRL_VL)));
 
@@ -90,6 +91,40 @@ RTRL_PRODUCT(const float *w, int ldw, const float *b, ptrdiff_t ldb,
     }
 }
 
+/* The fused pass over one column block after the product (DESIGN §3.2):
+ *   p[k, j] = dphi[k] * t[k, j];   g[j] += c[k] * p[k, j]  (if contract)
+ * for k < n_rows, j < width; p has row stride ldp, t row stride ldt.  Kept
+ * here, beside the product, so that it runs at the same vector width. */
+RTRL_TARGET static void
+RTRL_EPILOGUE(float *p, ptrdiff_t ldp, const float *t, int ldt, int n_rows,
+              int width, const float *dphi, const float *c, float *g, int contract)
+{
+    for (int k = 0; k < n_rows; ++k) {
+        float *row = p + (ptrdiff_t)k * ldp;
+        const float *trow = t + (ptrdiff_t)k * ldt;
+        const float d = dphi[k];
+        int j = 0;
+        if (contract) {
+            const float ck = c[k];
+            for (; j + RTRL_VL <= width; j += RTRL_VL) {
+                RTRL_VEC v = d * RTRL_LOAD(trow + j);
+                RTRL_STORE(row + j, v);
+                RTRL_STORE(g + j, RTRL_LOAD(g + j) + ck * v);
+            }
+            for (; j < width; ++j) {
+                row[j] = d * trow[j];
+                g[j] += ck * row[j];
+            }
+        } else {
+            for (; j + RTRL_VL <= width; j += RTRL_VL)
+                RTRL_STORE(row + j, d * RTRL_LOAD(trow + j));
+            for (; j < width; ++j)
+                row[j] = d * trow[j];
+        }
+    }
+}
+
+#undef RTRL_EPILOGUE
 #undef RTRL_VEC
 #undef RTRL_LOAD
 #undef RTRL_STORE

@@ -1,11 +1,13 @@
 """The `rtrl-edge` command line: the demo on the shipped recording."""
 import io
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
+import rtrl_edge
 from rtrl_edge import cli
 
 
@@ -57,7 +59,8 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
 
 
 def test_python_dash_m_reaches_the_same_main(tmp_path):
-    # run outside the source tree, so that the installed package is imported
-    res = subprocess.run([sys.executable, "-m", "rtrl_edge", "--help"], cwd=tmp_path,
+    # run outside the source tree, on the same rtrl_edge this process imported
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
+    res = subprocess.run([sys.executable, "-m", "rtrl_edge", "--help"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "demo" in res.stdout

@@ -1,0 +1,83 @@
+"""Smoke test of benchmarks/bench_step.py: it runs, its numpy reference
+computes the library's maths, and every number it reports is a positive
+finite number.  Nothing here is about speed."""
+import importlib.util
+import math
+import os
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "benchmarks", "bench_step.py")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def load_bench(monkeypatch):
+    # the module forces these at import; monkeypatch restores them afterwards
+    for var in THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+    spec = importlib.util.spec_from_file_location("bench_step_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive_finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_reports_positive_finite_numbers(monkeypatch, capsys):
+    bench = load_bench(monkeypatch)
+    result = bench.main(["--quick", "--no-write", "--sizes", "4", "8"])
+
+    rows = result["rows"]
+    assert [r["n_hidden"] for r in rows] == [4, 8]
+    for r in rows:
+        assert r["reference_check"]["passed"] is True
+        assert r["reference_check"]["max_rel_pred_err"] <= bench.CHECK_RTOL
+        for method in ("library", "numpy", "matmul"):
+            stats = r[method]
+            assert stats["samples"] == r["steps_per_method"] > 0
+            for key in ("median_us", "p99_us", "min_us", "mean_us"):
+                assert positive_finite(stats[key]), (r["n_hidden"], method, key, stats[key])
+            assert stats["p99_us"] >= stats["median_us"]
+        for key in ("speedup_median", "matmul_gflops", "library_sensitivity_gflops",
+                    "sens_over_matmul", "library_memory_bytes", "numpy_memory_bytes"):
+            assert positive_finite(r[key]), (r["n_hidden"], key, r[key])
+    assert {t["status"] for t in result["targets"]} <= {"met", "missed", "not measured"}
+    out = capsys.readouterr().out
+    assert "| 4 |" in out and "| 8 |" in out
+
+
+def test_no_write_leaves_files_alone(monkeypatch, tmp_path):
+    bench = load_bench(monkeypatch)
+    for name in ("JSON_PATH", "PNG_PATH", "README_PATH"):
+        monkeypatch.setattr(bench, name, str(tmp_path / name))
+    monkeypatch.setattr(bench, "RESULTS_DIR", str(tmp_path / "results"))
+    bench.main(["--quick", "--no-write", "--sizes", "4"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_reference_memory_counts_both_sensitivity_buffers(monkeypatch):
+    bench = load_bench(monkeypatch)
+    ref = bench.NumpyRTRL(8, 16, 1)
+    K = 16 + 8 + 1
+    assert ref.nbytes >= 2 * 16 * 16 * K * 4
+
+
+def test_write_replaces_only_its_readme_block(monkeypatch, tmp_path):
+    import json
+    bench = load_bench(monkeypatch)
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nkeep me\n\n<!-- bench_step:begin -->\nold numbers\n"
+                      "<!-- bench_step:end -->\n\n## other benchmark\nkeep me too\n")
+    results = tmp_path / "results"
+    monkeypatch.setattr(bench, "RESULTS_DIR", str(results))
+    monkeypatch.setattr(bench, "JSON_PATH", str(results / "bench_step.json"))
+    monkeypatch.setattr(bench, "PNG_PATH", str(results / "bench_step.png"))
+    monkeypatch.setattr(bench, "README_PATH", str(readme))
+    bench.main(["--quick", "--sizes", "4"])
+    text = readme.read_text()
+    assert "keep me\n" in text and "## other benchmark\nkeep me too" in text
+    assert "old numbers" not in text and text.count("<!-- bench_step:begin -->") == 1
+    saved = json.loads((results / "bench_step.json").read_text())
+    assert saved["rows"][0]["n_hidden"] == 4
+    assert saved["environment"]["thread_env"]["OPENBLAS_NUM_THREADS"] == "1"

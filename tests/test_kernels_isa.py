@@ -1,0 +1,62 @@
+"""Every instruction-set version of the sensitivity kernels (portable 4-wide,
+AVX2, AVX-512: whichever this CPU has) gives the reference gradient.
+
+The default run exercises only the widest version the CPU offers; the
+RTRL_EDGE_ISA switch lets this test force each one in turn."""
+import numpy as np
+import pytest
+
+import rtrl_edge
+from rtrl_edge import _kernels
+from reference import as_float64, bptt_gradient, relative_error
+
+ISAS = ("base", "avx2", "avx512")
+
+
+def _build(monkeypatch, isa, *args, **kwargs):
+    monkeypatch.setenv("RTRL_EDGE_ISA", isa)
+    try:
+        return rtrl_edge.OnlineRNN(*args, **kwargs)
+    except ValueError as exc:
+        assert "not available" in str(exc)
+        pytest.skip(f"{isa} kernels not available on this CPU or build")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n_in,n_hidden,n_out", [(1, 1, 1), (3, 8, 2), (5, 17, 3), (2, 45, 2)])
+def test_each_isa_matches_bptt(monkeypatch, rng, isa, n_in, n_hidden, n_out):
+    net = _build(monkeypatch, isa, n_in, n_hidden, n_out, seed=5)
+    xs = rng.normal(size=(23, n_in))
+    ys = rng.normal(size=(23, n_out))
+    got = net.gradient(xs, ys)
+    ref = bptt_gradient(as_float64(net.params), xs, ys)
+    for name in ref:
+        # float32 kernels against float64 BPTT: relative error <= 1e-4
+        assert relative_error(got[name], ref[name]) <= 1e-4, (isa, name)
+
+
+def test_isas_agree_on_an_online_run(monkeypatch, rng):
+    """Online learning (parameters moving every step) gives the same
+    trajectory, to float32 rounding, whichever kernels run it.  (SGD: Adam
+    divides near-zero gradients by their own size, which turns the kernels'
+    different summation orders into visible differences over a long run.)"""
+    xs, ys = rng.normal(size=(200, 4)), rng.normal(size=(200, 2))
+    runs = {}
+    for isa in ISAS:
+        monkeypatch.setenv("RTRL_EDGE_ISA", isa)
+        try:
+            net = rtrl_edge.OnlineRNN(4, 24, 2, optimizer="sgd", lr=2e-2, seed=1)
+        except ValueError:
+            continue
+        runs[isa] = np.array([net.step(x, y) for x, y in zip(xs, ys)])
+    assert "base" in runs
+    for isa, preds in runs.items():
+        np.testing.assert_allclose(preds, runs["base"], rtol=1e-3, atol=1e-4, err_msg=isa)
+
+
+def test_unknown_isa_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("RTRL_EDGE_ISA", "sse9")
+    with pytest.raises(ValueError, match="RTRL_EDGE_ISA='sse9' is not available"):
+        rtrl_edge.OnlineRNN(2, 3, 1)
+    monkeypatch.delenv("RTRL_EDGE_ISA")
+    assert _kernels.product_isa() in ISAS
