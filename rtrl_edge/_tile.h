@@ -36,7 +36,11 @@ typedef struct {
 } rtrl_kernels;
 
 #define RTRL_VL 4
-#define RTRL_NV 2
+#if defined(__aarch64__)
+#define RTRL_NV 4            /* 32 NEON registers: a 4 x 16 tile of accumulators */
+#else
+#define RTRL_NV 2            /* 16 SSE registers */
+#endif
 #define RTRL_SUFFIX base
 #define RTRL_TARGET
 #include "_tile_impl.h"
