@@ -1,0 +1,161 @@
+/* Checks the SIMD kernels of rtrl_edge/_tile.h against plain double loops,
+ * for every instruction set this build and CPU offer.  Built and run by
+ * tests/test_tile_c.py, natively and, where a cross compiler and qemu are
+ * installed, for aarch64 (the Raspberry Pi's NEON path).
+ * Exit status 0 when every check passes; prints what failed otherwise. */
+#include "_tile.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static unsigned long long rng_state = 88172645463325252ULL;
+static float uniform(void)   /* xorshift64, in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+static int failures = 0;
+
+static void check_product(const rtrl_kernels *k, int n_rows, int n_inner, int width)
+{
+    const int ldw = n_inner + 3, ldb = width + 16, ldo = width + 16;
+    float *w = malloc(sizeof(float) * n_rows * ldw);
+    float *b = malloc(sizeof(float) * n_inner * ldb);
+    float *out = malloc(sizeof(float) * n_rows * ldo);
+    for (int i = 0; i < n_rows * ldw; ++i) w[i] = uniform();
+    for (int i = 0; i < n_inner * ldb; ++i) b[i] = uniform();
+    for (int i = 0; i < n_rows * ldo; ++i) out[i] = 12345.0f;   /* poison */
+    k->product(w, ldw, b, ldb, n_rows, n_inner, width, out, ldo);
+    double worst = 0.0;
+    for (int r = 0; r < n_rows; ++r) {
+        for (int c = 0; c < width; ++c) {
+            double ref = 0.0, mag = 0.0;
+            for (int l = 0; l < n_inner; ++l) {
+                ref += (double)w[r * ldw + l] * b[l * ldb + c];
+                mag += fabs((double)w[r * ldw + l] * b[l * ldb + c]);
+            }
+            double err = fabs(out[r * ldo + c] - ref) / (mag + 1e-30);
+            if (err > worst) worst = err;
+        }
+        for (int c = width; c < ldo; ++c)   /* nothing written past width */
+            if (out[r * ldo + c] != 12345.0f) {
+                printf("FAIL %s product wrote past width at row %d col %d\n", k->name, r, c);
+                ++failures;
+                break;
+            }
+    }
+    /* float32 accumulation of n_inner terms: error <= n_inner * eps of |terms| */
+    if (worst > (n_inner + 1) * FLT_EPSILON) {
+        printf("FAIL %s product %dx%d @ %dx%d: relative error %.3g\n",
+               k->name, n_rows, n_inner, n_inner, width, worst);
+        ++failures;
+    }
+    free(w); free(b); free(out);
+}
+
+static void check_epilogue(const rtrl_kernels *k, int n_rows, int width, int contract)
+{
+    const int ldp = width + 5, ldt = width + 7;
+    float *p = malloc(sizeof(float) * n_rows * ldp);
+    float *t = malloc(sizeof(float) * n_rows * ldt);
+    float *g = malloc(sizeof(float) * width);
+    double *gref = malloc(sizeof(double) * width);
+    float *dphi = malloc(sizeof(float) * n_rows), *c = malloc(sizeof(float) * n_rows);
+    for (int i = 0; i < n_rows * ldt; ++i) t[i] = uniform();
+    for (int i = 0; i < n_rows * ldp; ++i) p[i] = 777.0f;
+    for (int j = 0; j < width; ++j) gref[j] = g[j] = uniform();
+    for (int r = 0; r < n_rows; ++r) { dphi[r] = uniform(); c[r] = uniform(); }
+    k->epilogue(p, ldp, t, ldt, n_rows, width, dphi, c, g, contract);
+    for (int r = 0; r < n_rows; ++r) {
+        for (int j = 0; j < width; ++j) {
+            double v = (double)dphi[r] * t[r * ldt + j];
+            if (fabs(p[r * ldp + j] - v) > 1e-6 * (fabs(v) + 1e-6)) {
+                printf("FAIL %s epilogue p[%d,%d] = %g, want %g\n", k->name, r, j,
+                       p[r * ldp + j], v);
+                ++failures;
+                goto done;
+            }
+            if (contract) gref[j] += (double)c[r] * v;
+        }
+        for (int j = width; j < ldp; ++j)
+            if (p[r * ldp + j] != 777.0f) {
+                printf("FAIL %s epilogue wrote past width\n", k->name);
+                ++failures;
+                goto done;
+            }
+    }
+    for (int j = 0; j < width; ++j)
+        if (fabs(g[j] - gref[j]) > 1e-5 * (n_rows + 1)) {
+            printf("FAIL %s epilogue g[%d] = %g, want %g (contract=%d)\n", k->name, j,
+                   g[j], gref[j], contract);
+            ++failures;
+            break;
+        }
+done:
+    free(p); free(t); free(g); free(gref); free(dphi); free(c);
+}
+
+/* Out of line, so that the compiler cannot move the multiply across the
+ * mode switches around its call. */
+__attribute__((noinline)) static float halve(volatile float *x)
+{
+    return *x * 0.5f;
+}
+
+static void check_flush(void)
+{
+    volatile float tiny = FLT_MIN;
+    unsigned int old = rtrl_fpu_enter();
+    volatile float inside = halve(&tiny);      /* subnormal unless flushed */
+    rtrl_fpu_leave(old);
+    volatile float after = halve(&tiny);
+#if defined(__SSE__) || defined(__x86_64__) || defined(__aarch64__)
+    if (inside != 0.0f) {
+        printf("FAIL subnormal not flushed inside rtrl_fpu_enter/leave\n");
+        ++failures;
+    }
+#endif
+    if (after == 0.0f) {
+        printf("FAIL floating-point mode not restored by rtrl_fpu_leave\n");
+        ++failures;
+    }
+}
+
+int main(void)
+{
+    static const char *names[] = {"base", "avx2", "avx512"};
+    static const int shapes[][3] = {   /* rows, inner, width (a multiple of 16) */
+        {1, 1, 16}, {3, 5, 16}, {4, 4, 64}, {5, 7, 80}, {8, 8, 144}, {17, 17, 432},
+        {33, 33, 1376}, {64, 64, 256},
+    };
+    static const int widths[] = {1, 3, 15, 16, 17, 100};
+    int tested = 0;
+    for (int i = 0; i < 3; ++i) {
+        const rtrl_kernels *k = rtrl_kernels_named(names[i]);
+        if (!k) {
+            printf("skip %s (not available here)\n", names[i]);
+            continue;
+        }
+        ++tested;
+        for (unsigned s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
+            check_product(k, shapes[s][0], shapes[s][1], shapes[s][2]);
+        for (unsigned s = 0; s < sizeof widths / sizeof widths[0]; ++s) {
+            check_epilogue(k, 5, widths[s], 0);
+            check_epilogue(k, 5, widths[s], 1);
+        }
+        printf("checked %s\n", k->name);
+    }
+    check_flush();
+    printf("best: %s\n", rtrl_kernels_best()->name);
+    if (!tested) {
+        printf("FAIL no kernels available\n");
+        return 1;
+    }
+    printf("%s\n", failures ? "FAILED" : "OK");
+    return failures ? 1 : 0;
+}
