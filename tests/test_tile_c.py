@@ -15,9 +15,10 @@ HEADERS = ROOT / "rtrl_edge"
 
 
 def _build_and_run(compiler, out, runner=(), extra=()):
-    subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-Werror", *extra, f"-I{HEADERS}",
-                    str(SOURCE), "-o", str(out), "-lm"], check=True, capture_output=True,
-                   text=True, timeout=120)
+    build = subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-Werror", *extra,
+                            f"-I{HEADERS}", str(SOURCE), "-o", str(out), "-lm"],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, f"{compiler} failed:\n{build.stderr}"
     return subprocess.run([*runner, str(out)], capture_output=True, text=True, timeout=300)
 
 
