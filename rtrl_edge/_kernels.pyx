@@ -599,27 +599,30 @@ cdef class Core:
     def reset_state(self):
         rnn_reset_state(&self.s)
 
-    def forecast(self, const float[:, ::1] xs):
+    def forecast(self, cnp.ndarray xs):
         """Prediction after advancing a copy of the hidden state over the rows
         of xs (T, m), statistics frozen; the model's own state is untouched
-        (the forecast of DESIGN §3.8: h cheap forward steps)."""
+        (the forecast of DESIGN §3.8: h cheap forward steps).  Each row is
+        checked as `step` checks x; on a bad row the state is put back and
+        ValueError raised."""
         cdef Py_ssize_t t, T = xs.shape[0]
         cdef cnp.npy_intp dim = self.s.o
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0)
-        cdef float *yhat = <float *>cnp.PyArray_DATA(out)
         cdef float *saved = self._ptr32("h_saved")
         cdef unsigned int fpu
-        assert xs.shape[1] == self.s.m and T >= 1
-        with nogil:
-            fpu = rtrl_fpu_enter()
-            memcpy(saved, self.s.h, self.s.n * sizeof(float))
+        if xs.ndim != 2 or xs.shape[1] != self.s.m or T < 1:
+            raise ValueError(f"xs must have shape (T, {self.s.m}) with T >= 1")
+        memcpy(saved, self.s.h, self.s.n * sizeof(float))
+        try:
             for t in range(T):
-                memcpy(self.s.x_in, &xs[t, 0], self.s.m * sizeof(float))
+                self._stage(xs[t], self.s.x_in, self.s.m, "each row of xs")
+                fpu = rtrl_fpu_enter()
                 normalise_input(&self.s, False)
                 forward(&self.s)
-            denormalise_output(&self.s, yhat)
+                rtrl_fpu_leave(fpu)
+            denormalise_output(&self.s, <float *>cnp.PyArray_DATA(out))
+        finally:
             memcpy(self.s.h, saved, self.s.n * sizeof(float))
-            rtrl_fpu_leave(fpu)
         return out
 
     def accumulate_gradient(self, const float[:, ::1] xs, const float[:, ::1] ys):

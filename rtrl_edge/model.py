@@ -266,6 +266,11 @@ class OnlineRNN:
         stream (input x_{t-h}, target y_t) forecasts h steps ahead: advance
         a copy of its state over the last h inputs (DESIGN §3.8).
         """
+        if isinstance(xs, np.ndarray) and xs.dtype.kind == "f":   # fast path
+            if xs.ndim == 1 and xs.shape[0] == self.n_in:
+                xs = xs.reshape(1, -1)
+            if xs.ndim == 2 and xs.shape[1] == self.n_in and xs.shape[0] >= 1:
+                return self._core.forecast(xs)
         return self._core.forecast(self._sequence("xs", xs, self.n_in, one_row_ok=True))
 
     def reset_state(self) -> None:

@@ -61,6 +61,8 @@ def test_forecast_accepts_one_input_row(rng):
     (np.zeros((2, 4)), r"shape \(T, 3\)"),
     (np.zeros((0, 3)), r"shape \(T, 3\)"),
     ([[1.0, np.nan, 0.0]], "finite"),
+    (np.array([[0.0, 1.0, 2.0], [1.0, np.inf, 0.0]]), "finite"),     # compiled fast path
+    (np.array([[0.0, 1.0, 2.0]], dtype=np.float32)[:, :2], r"shape \(T, 3\)"),
     ([["a", "b", "c"]], "numeric"),
 ])
 def test_forecast_rejects_bad_input_and_changes_nothing(bad, match):
