@@ -95,9 +95,9 @@ against the sum of the numpy reference's arrays (`nbytes`).
 
 Regenerate (seconds on a desktop CPU, a few minutes on a Pi; writes
 `results/bench_step.json`, `results/bench_step.png` if matplotlib is installed,
-and the block below; `--help` for the options):
+and the block below; `--help` for the options), from the repository root:
 
-    python benchmarks/bench_step.py
+    pip install ".[bench]" && python benchmarks/bench_step.py
 
 """
 
