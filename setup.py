@@ -35,15 +35,18 @@ else:
         cflags.append("-mcpu=native" if platform.machine().lower() in ("aarch64", "arm64")
                       else "-march=native")
 
-extensions = [
-    Extension(
-        "rtrl_edge._kernels",
-        ["rtrl_edge/_kernels.pyx"],
+def extension(name):
+    return Extension(
+        f"rtrl_edge.{name}",
+        [f"rtrl_edge/{name}.pyx"],
         include_dirs=[numpy.get_include(), "rtrl_edge"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=cflags,
-    ),
-]
+    )
+
+
+# _kernels cimports the other two (functions shared through their .pxd files)
+extensions = [extension(name) for name in ("_kernels", "_learners", "_diag")]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives,

@@ -18,6 +18,11 @@
 from libc.math cimport tanhf, sqrt, sqrtf, isfinite, pow
 from libc.string cimport memcpy, memset
 
+from rtrl_edge._types cimport *
+from rtrl_edge._learners cimport (snap1_update, snap2_update, uoro_update, tbptt_update,
+                                  reset_learner)
+from rtrl_edge._diag cimport diag_forward, diag_traces
+
 import os
 
 import numpy as np
@@ -25,16 +30,15 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-LEARNERS = {"rtrl": LEARNER_RTRL}
+CELLS = {"elman": CELL_ELMAN, "diag": CELL_DIAG}
+LEARNERS = {"rtrl": LEARNER_RTRL, "snap1": LEARNER_SNAP1, "snap2": LEARNER_SNAP2,
+            "uoro": LEARNER_UORO, "tbptt": LEARNER_TBPTT}
 OPTIMIZERS = {"sgd": OPT_SGD, "momentum": OPT_MOMENTUM, "adam": OPT_ADAM}
 
 cdef enum:
     # Release the GIL around a step when it does at least this many
     # multiply-adds (releasing and retaking it costs ~0.1 us).
     GIL_RELEASE_MACS = 200000
-    # Column block of the sensitivity update: n4 x nb floats of scratch, sized
-    # to stay in L1/L2 together with the block of P it is computed from.
-    BLOCK_FLOATS = 8192
 
 
 # --------------------------------------------------------------------------
@@ -65,13 +69,11 @@ cdef inline void normalise_input(RNN *s, bint update) noexcept nogil:
         zx[j] = <float>((s.x_in[j] - s.x_mean[j]) / sqrt(s.x_var[j] + s.norm_eps))
 
 
-cdef inline void forward(RNN *s) noexcept nogil:
-    """z = [h_prev; x; 1], h = tanh(W z), dphi = 1 - h^2, yn = W_out h + b_out."""
-    cdef int n = s.n, K = s.K, o = s.o, i, j, q
+cdef inline void elman_forward(RNN *s) noexcept nogil:
+    """z = [h_prev; x; 1], h = tanh(W z), dphi = 1 - h^2 (DESIGN §3.1)."""
+    cdef int n = s.n, K = s.K, i, j
     cdef float acc, hi
     cdef const float *row
-    cdef const float *w_out = s.theta + n * K
-    cdef const float *b_out = w_out + o * n
     memcpy(s.z, s.h, n * sizeof(float))
     s.z[K - 1] = 1.0
     for i in range(n):
@@ -82,11 +84,24 @@ cdef inline void forward(RNN *s) noexcept nogil:
         hi = tanhf(acc)
         s.h[i] = hi
         s.dphi[i] = 1.0 - hi * hi
+
+
+cdef inline void forward(RNN *s) noexcept nogil:
+    """The cell, then the linear readout yn = W_out feat + b_out."""
+    cdef int n = s.n, o = s.o, j, q
+    cdef float acc
+    cdef const float *row
+    cdef const float *w_out = s.theta + s.n_core
+    cdef const float *b_out = w_out + o * n
+    if s.cell == CELL_ELMAN:
+        elman_forward(s)
+    else:
+        diag_forward(s)
     for q in range(o):
         acc = b_out[q]
         row = w_out + q * n
         for j in range(n):
-            acc = acc + row[j] * s.h[j]
+            acc = acc + row[j] * s.feat[j]
         s.yn[q] = acc
 
 
@@ -142,10 +157,11 @@ cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
 
 
 cdef inline double output_error(RNN *s, bint update) noexcept nogil:
-    """e = yn - y (normalised), c = W_out^T e; returns the loss 0.5*||e||^2."""
+    """e = yn - y (normalised), c = dL/dh (W_out^T e, times tanh' of the
+    readout for the diag cell); returns the loss 0.5*||e||^2."""
     cdef int n = s.n, o = s.o, q, k
     cdef double alpha, d, loss = 0.0, target
-    cdef const float *w_out = s.theta + n * s.K
+    cdef const float *w_out = s.theta + s.n_core
     if s.normalize and update:
         s.counts[1] += 1.0
         alpha = 1.0 / (s.counts[1] if s.counts[1] < s.norm_window else s.norm_window)
@@ -163,6 +179,9 @@ cdef inline double output_error(RNN *s, bint update) noexcept nogil:
     for q in range(o):
         for k in range(n):
             s.c[k] += w_out[q * n + k] * s.e[q]
+    if s.cell == CELL_DIAG:
+        for k in range(n):
+            s.c[k] *= 1.0 - s.feat[k] * s.feat[k]
     return loss
 
 
@@ -213,13 +232,34 @@ cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
 
 
 cdef inline void readout_gradient(RNN *s) noexcept nogil:
-    """grad W_out = e h^T, grad b_out = e (written after grad W)."""
-    cdef int n = s.n, o = s.o, q, k
-    cdef float *g_out = s.grad + n * s.K
+    """grad W_out = e feat^T, grad b_out = e; masked W_rec entries get 0."""
+    cdef int n = s.n, o = s.o, q, k, i
+    cdef float *g_out = s.grad + s.n_core
     for q in range(o):
         for k in range(n):
-            g_out[q * n + k] = s.e[q] * s.h[k]
+            g_out[q * n + k] = s.e[q] * s.feat[k]
         g_out[o * n + q] = s.e[q]
+    if s.mask != NULL:
+        for i in range(n):
+            for k in range(n):
+                s.grad[i * s.K + k] *= s.mask[i * n + k]
+
+
+cdef void advance(RNN *s, bint contract) noexcept nogil:
+    """The learner's sensitivity update; with `contract`, also the gradient of
+    the current loss for the cell's own parameters (grad[:n_core])."""
+    if s.cell == CELL_DIAG:
+        diag_traces(s, contract)
+    elif s.learner == LEARNER_RTRL:
+        rtrl_sensitivities(s, contract)
+    elif s.learner == LEARNER_SNAP1:
+        snap1_update(s, contract)
+    elif s.learner == LEARNER_SNAP2:
+        snap2_update(s, contract)
+    elif s.learner == LEARNER_UORO:
+        uoro_update(s, contract)
+    else:
+        tbptt_update(s, contract)
 
 
 cdef void recover(RNN *s) noexcept nogil:
@@ -283,7 +323,7 @@ cdef int apply_update(RNN *s) noexcept nogil:
 
 cdef void rnn_reset_state(RNN *s) noexcept nogil:
     memset(s.h, 0, s.n * sizeof(float))
-    memset(s.P, 0, s.n * s.ldp * sizeof(float))
+    reset_learner(s)
     s.traces_stale = False
 
 
@@ -317,16 +357,16 @@ cdef int rnn_step(RNN *s, bint has_y, bint learn, float *yhat_out) noexcept nogi
         return status
     if learn:
         if s.traces_stale:
-            memset(s.P, 0, s.n * s.ldp * sizeof(float))
+            reset_learner(s)
             s.traces_stale = False
             s.trace_resets += 1
         if has_y:
             s.last_loss = output_error(s, True)
-            rtrl_sensitivities(s, True)
+            advance(s, True)
             readout_gradient(s)
             status |= apply_update(s)
         else:
-            rtrl_sensitivities(s, False)
+            advance(s, False)
     else:
         s.traces_stale = True
     rtrl_fpu_leave(fpu)
@@ -344,7 +384,7 @@ cdef void rnn_accumulate(RNN *s, double *acc) noexcept nogil:
     normalise_input(s, False)
     forward(s)
     s.last_loss = output_error(s, False)
-    rtrl_sensitivities(s, True)
+    advance(s, True)
     readout_gradient(s)
     for i in range(s.n_params):
         acc[i] += s.grad[i]
@@ -353,10 +393,6 @@ cdef void rnn_accumulate(RNN *s, double *acc) noexcept nogil:
 # --------------------------------------------------------------------------
 # 3. the extension type that owns the memory
 # --------------------------------------------------------------------------
-
-cdef inline Py_ssize_t round_up(Py_ssize_t x, Py_ssize_t to) noexcept nogil:
-    return (x + to - 1) // to * to
-
 
 def product_isa():
     """Instruction set of the sensitivity kernels on this CPU ("base" is the
@@ -388,85 +424,94 @@ cdef class Core:
     """
 
     cdef RNN s
-    cdef readonly object arena32
-    cdef readonly object arena64
+    cdef readonly list arenas
     cdef readonly dict buffers
-    cdef readonly dict layout
+    cdef readonly dict kinds
     cdef readonly long long rejected
     cdef bint release_gil
 
-    def __cinit__(self, int n_in, int n_hidden, int n_out, str learner="rtrl",
-                  str optimizer="sgd", double lr=1e-3, double beta1=0.9,
-                  double beta2=0.999, double adam_eps=1e-8, double clip=0.0,
-                  bint normalize=False, double norm_window=10000.0,
-                  double norm_eps=1e-8):
+    def __cinit__(self, dict cfg, list layout):
+        """cfg: sizes and settings (see model.OnlineRNN._core_config); layout:
+        the `_layout.Buffer` list to allocate, one arena per dtype."""
         cdef RNN *s = &self.s
-        cdef Py_ssize_t n = n_hidden, m = n_in, o = n_out, K = n + m + 1
-        cdef Py_ssize_t p = n * K + o * n + o
-        cdef Py_ssize_t ldp = round_up(n * K, RTRL_MAX_VL)
-        cdef Py_ssize_t n4 = round_up(n, 4)
-        cdef Py_ssize_t nb = round_up(max(BLOCK_FLOATS // n4, 64), RTRL_MAX_VL)
-        cdef Py_ssize_t off, total, size
-        cdef cnp.ndarray a32, a64
-        cdef char *base
-        if nb > ldp:
-            nb = ldp
+        cdef Py_ssize_t n = cfg["n_hidden"], m = cfg["n_in"], o = cfg["n_out"]
+        cdef Py_ssize_t off
+        cdef cnp.ndarray arena
         memset(s, 0, sizeof(RNN))
-        s.n, s.m, s.o, s.K = n, m, o, K
-        s.n_params, s.ldp, s.nb = p, ldp, nb
-        s.learner = LEARNERS[learner]
-        s.optimizer = OPTIMIZERS[optimizer]
-        s.lr, s.beta1, s.beta2, s.adam_eps, s.clip = lr, beta1, beta2, adam_eps, clip
-        s.normalize, s.norm_window, s.norm_eps = normalize, norm_window, norm_eps
+        s.n, s.m, s.o, s.K = n, m, o, n + m + 1
+        s.cell = CELLS[cfg["cell"]]
+        s.learner = LEARNERS[cfg["learner"]]
+        s.optimizer = OPTIMIZERS[cfg["optimizer"]]
+        s.lr, s.beta1, s.beta2 = cfg["lr"], cfg["beta1"], cfg["beta2"]
+        s.adam_eps, s.clip = cfg["adam_eps"], cfg["clip"] or 0.0
+        s.normalize, s.norm_window, s.norm_eps = cfg["normalize"], cfg["norm_window"], 1e-8
+        s.window = cfg["window"] or 0
+        s.n_core = n * s.K if s.cell == CELL_ELMAN else n * (m + 2)
+        s.n_params = s.n_core + o * n + o
         s.simd = choose_kernels()
-        self.release_gil = n * n * n * K >= GIL_RELEASE_MACS
+        # Release the GIL only where a step is long enough to be worth it.
+        self.release_gil = (s.cell == CELL_ELMAN and s.learner == LEARNER_RTRL
+                            and n * n * n * s.K >= GIL_RELEASE_MACS)
 
-        n_moments = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_ADAM: 2}[s.optimizer]
-        # (name, floats); P first so that it starts on the aligned arena base
-        # and every row (ldp floats) stays 64-byte aligned.
-        layout32 = [("P", n * ldp), ("tmp", n4 * nb),
-                    ("theta", p), ("grad", p), ("good", p)]
-        layout32 += [("m1", p), ("m2", p)][:n_moments]
-        layout32 += [("h", n), ("z", K), ("dphi", n), ("c", n), ("yn", o),
-                     ("e", o), ("x_in", m), ("y_in", o), ("h_saved", n)]
-        layout64 = [("x_mean", m), ("x_var", m), ("y_mean", o), ("y_var", o),
-                    ("counts", 2)]
-        total = sum(size for _, size in layout32)
-        # 64 bytes of slack to align the base for the vector loads
-        a32 = np.zeros(total + RTRL_MAX_VL, dtype=np.float32)
-        a64 = np.zeros(sum(size for _, size in layout64), dtype=np.float64)
-        base = <char *>cnp.PyArray_DATA(a32)
-        off = ((64 - (<size_t>base) % 64) % 64) // sizeof(float)
-        self.arena32, self.arena64 = a32, a64
-        self.layout = {}
-        self.buffers = {}
-        for name, size in layout32:
-            self.buffers[name] = a32[off:off + size]
-            self.layout[name] = (off, size, 4)
-            off += size
-        off = 0
-        for name, size in layout64:
-            self.buffers[name] = a64[off:off + size]
-            self.layout[name] = (off, size, 8)
-            off += size
+        # One arena per dtype; float32 first buffer on a 64-byte boundary.
+        self.arenas, self.buffers, self.kinds = [], {}, {}
+        for dtype in ("f4", "f8", "i8"):
+            bufs = [b for b in layout if b.dtype == dtype]
+            slack = RTRL_MAX_VL if dtype == "f4" else 0
+            arena = np.zeros(sum(b.size for b in bufs) + slack, dtype=dtype)
+            off = ((64 - (<size_t>cnp.PyArray_DATA(arena)) % 64) % 64) // 4 if slack else 0
+            for b in bufs:
+                self.buffers[b.name] = arena[off:off + b.size]
+                self.kinds[b.name] = b.kind
+                off += b.size
+            self.arenas.append(arena)
         self.buffers["x_var"][:] = 1.0   # identity until data arrive
         self.buffers["y_var"][:] = 1.0
 
-        s.P = self._ptr32("P")
-        s.tmp = self._ptr32("tmp")
+        for name in ("P", "traces", "J", "P_blocks"):
+            if name in self.buffers:
+                s.P = self._ptr32(name)
+                s.p_size = self.buffers[name].size
+        if "P" in self.buffers:
+            s.ldp = self.buffers["P"].size // n
+            s.nb = self.buffers["tmp"].size // (((n + 3) // 4) * 4)
         s.theta = self._ptr32("theta")
         s.grad = self._ptr32("grad")
         s.good = self._ptr32("good")
-        s.m1 = self._ptr32("m1") if n_moments >= 1 else NULL
-        s.m2 = self._ptr32("m2") if n_moments >= 2 else NULL
+        s.m1 = self._ptr32("m1")
+        s.m2 = self._ptr32("m2")
+        s.mask = self._ptr32("mask")
+        s.has_mask = s.mask != NULL
         s.h = self._ptr32("h")
+        s.uh = self._ptr32("uoro_h")
+        s.ut = self._ptr32("uoro_theta")
+        s.rng = self._ptr64i("rng")
+        s.ring_z = self._ptr32("ring_z")
+        s.ring_d = self._ptr32("ring_d")
+        s.ring = self._ptr64i("ring")
+        s.s_off = self._ptr64i("s_off")
+        s.s_idx = self._ptr64i("s_idx")
+        s.c_off = self._ptr64i("c_off")
+        s.c_idx = self._ptr64i("c_idx")
+        s.p_off = self._ptr64i("p_off")
+        s.ld = self._ptr64i("ld")
         s.z = self._ptr32("z")
+        # Elman reads out h itself; the diag cell reads out tanh(h)
+        s.feat = s.h if s.cell == CELL_ELMAN else self._ptr32("feat")
         s.dphi = self._ptr32("dphi")
         s.c = self._ptr32("c")
         s.yn = self._ptr32("yn")
         s.e = self._ptr32("e")
         s.x_in = self._ptr32("x_in")
         s.y_in = self._ptr32("y_in")
+        s.tmp = self._ptr32("tmp")
+        s.wsub = self._ptr32("wsub")
+        s.dsub = self._ptr32("dsub")
+        s.csub = self._ptr32("csub")
+        s.gsub = self._ptr32("gsub")
+        s.v1 = self._ptr32("v1")
+        s.v2 = self._ptr32("v2")
+        s.h_prev = self._ptr32("h_prev")
         s.x_mean = self._ptr64("x_mean")
         s.x_var = self._ptr64("x_var")
         s.y_mean = self._ptr64("y_mean")
@@ -474,22 +519,23 @@ cdef class Core:
         s.counts = self._ptr64("counts")
 
     cdef float *_ptr32(self, str name):
-        return <float *>cnp.PyArray_DATA(self.buffers[name])
+        return <float *>cnp.PyArray_DATA(self.buffers[name]) if name in self.buffers else NULL
 
     cdef double *_ptr64(self, str name):
         return <double *>cnp.PyArray_DATA(self.buffers[name])
 
+    cdef long long *_ptr64i(self, str name):
+        if name not in self.buffers:
+            return NULL
+        return <long long *>cnp.PyArray_DATA(self.buffers[name])
+
     @property
     def memory_bytes(self):
-        return self.arena32.nbytes + self.arena64.nbytes
+        return sum(a.nbytes for a in self.arenas)
 
     @property
     def ldp(self):
         return self.s.ldp
-
-    @property
-    def block(self):
-        return self.s.nb
 
     # -- boundary ----------------------------------------------------------
 

@@ -15,12 +15,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _layout
+from ._layout import CELLS, LEARNERS, OPTIMIZERS
 
-__all__ = ["OnlineRNN", "CheckpointError", "LEARNERS", "OPTIMIZERS"]
+__all__ = ["OnlineRNN", "CheckpointError", "CELLS", "LEARNERS", "OPTIMIZERS"]
 
-LEARNERS = tuple(_kernels.LEARNERS)
-OPTIMIZERS = tuple(_kernels.OPTIMIZERS)
 FORMAT_VERSION = 1
 
 # Names of the counters that are part of the model's state (saved, restored,
@@ -55,23 +54,42 @@ def _check_float(name, value, *, positive=True, allow_zero=False):
 
 
 class OnlineRNN:
-    """An Elman network (tanh cell, linear readout) trained online.
+    """A recurrent network trained online, one sample at a time.
 
-    Dynamics (DESIGN §3.1), with ``W = [W_rec | W_in | b]``::
+    ``cell="elman"`` (DESIGN §3.1), with ``W = [W_rec | W_in | b]``::
 
         z_t = [h_{t-1}; x_t; 1],   h_t = tanh(W z_t),   yhat_t = W_out h_t + b_out
         L_t = 0.5 * ||yhat_t - y_t||^2,                  h_0 = 0
 
-    ``learner="rtrl"`` carries the exact sensitivities ``P = dh/dW`` forward
-    (Williams & Zipser 1989): the gradient of every step's loss is available
-    at that step, with no stored history, at O(n^4) time and O(n^3) memory.
+    ``cell="diag"`` (§3.7): 2x2 rotation-decay blocks; pair p of units
+    (2p, 2p+1) evolves as ``h_t = r_p R(angle_p) h_{t-1} + B x_t + b`` with
+    ``r_p = sigmoid(decay_p)``, ``R(a) = [[cos a, -sin a], [sin a, cos a]]``,
+    and ``yhat_t = W_out tanh(h_t) + b_out``.  Its parameters are ``decay``
+    (n/2,), ``angle`` (n/2,), ``B`` (n, m), ``b`` (n,), ``W_out``, ``b_out``;
+    exact RTRL for it costs O(n m) per step.
+
+    Learners (how the sensitivities dh/dW are carried; DESIGN §3.2-3.6):
+
+    ========= ==================================================== =============
+    rtrl      exact (Williams & Zipser 1989)                       n^4 time, n^3 memory
+    snap1     own-row sensitivities only (Menick et al. 2020);     n(n+m) time and memory
+              exact when W_rec is diagonal
+    snap2     exact RTRL restricted to what a sparse W_rec fills   ~density^2 of rtrl
+              in two steps; needs rec_density or rec_mask
+    uoro      unbiased rank-one estimate (Tallec & Ollivier 2017)  n(n+m)
+    tbptt     truncated BPTT through the last ``window`` steps     window*n(n+m)
+    ========= ==================================================== =============
+
+    The diag cell is trained by its exact traces (``learner="rtrl"``).
 
     Parameters
     ----------
     n_in, n_hidden, n_out : int
         Inputs m, hidden units n, outputs o (all >= 1).
-    learner : {"rtrl"}
-        How sensitivities are carried.
+    learner : {"rtrl", "snap1", "snap2", "uoro", "tbptt"}
+        How sensitivities are carried (table above).
+    cell : {"elman", "diag"}
+        The recurrence; "diag" needs learner="rtrl" and an even n_hidden.
     optimizer : {"sgd", "momentum", "adam"}
         Online optimiser; its moments are preallocated.
     lr : float
@@ -89,11 +107,22 @@ class OnlineRNN:
         Adam's moment decays and epsilon; ``beta1`` is also the momentum.
     norm_window : int
         Effective window of the normaliser once it has seen that many samples.
+    window : int
+        Truncation of ``learner="tbptt"``: each loss is back-propagated
+        through at most this many steps (required for tbptt, else unused).
+    rec_density : float in (0, 1]
+        Give W_rec a random sparsity mask (drawn from ``seed``) keeping this
+        fraction of entries.  Masked weights start at zero and stay exactly
+        zero (their gradient is zero).  snap2 uses the mask as its structure.
+    rec_mask : bool array (n_hidden, n_hidden)
+        An explicit mask instead of ``rec_density`` (True = weight kept).
 
     Memory
     ------
-    Everything is allocated here, once: a float32 arena and a small float64
-    one.  With ``K = n + m + 1``, ``p = n*K + o*n + o`` parameters,
+    Everything is allocated here, once: a float32 arena and small float64
+    and int64 ones; ``memory_layout`` lists every buffer and ``rtrl_edge.plan``
+    sizes any configuration without building it.  For ``learner="rtrl"``,
+    ``cell="elman"``, no mask, with ``K = n + m + 1``, ``p = n*K + o*n + o`` parameters,
     ``ldp = ceil(n*K / 16) * 16``, ``n4 = ceil(n / 4) * 4``,
     ``nb = min(ldp, ceil(max(8192 // n4, 64) / 16) * 16)`` and ``k`` optimiser
     moments (0 for sgd, 1 for momentum, 2 for adam)::
@@ -106,19 +135,43 @@ class OnlineRNN:
                      + 8 * (2*m + 2*o + 2)   # normaliser means, variances, counts
 
     For n = 32, m = 8, o = 1 with sgd that is 217,788 bytes,
-    of which P is 167,936.  ``memory_layout`` lists every buffer.
+    of which P is 167,936.  The other learners replace ``n*ldp + n4*nb`` by
+    their own state: snap1 ``n*K`` (J); snap2 ``sum_i |S_i| ld_i`` plus a
+    small block of scratch and its int64 index sets (``_layout.snap2_structure``);
+    uoro ``n*K + 3*n`` floats and 2 int64; tbptt ``window*(K + n) + 2*n`` floats
+    and 2 int64; the diag cell ``n*(2*m + 4)`` trace floats and ``2*n`` of
+    scratch (and ``n*(m+2)`` instead of ``n*K`` core parameters).  A mask adds
+    ``n*n`` floats.
     """
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
                  optimizer: str = "sgd", lr: float = 1e-3, clip: Optional[float] = None,
-                 normalize: bool = False, seed: int = 0, beta1: float = 0.9,
-                 beta2: float = 0.999, adam_eps: float = 1e-8,
-                 norm_window: int = 10_000):
+                 normalize: bool = False, seed: int = 0, cell: str = "elman",
+                 window: Optional[int] = None, rec_density: Optional[float] = None,
+                 rec_mask=None, beta1: float = 0.9, beta2: float = 0.999,
+                 adam_eps: float = 1e-8, norm_window: int = 10_000):
         n_in = _check_int("n_in", n_in, 1)
         n_hidden = _check_int("n_hidden", n_hidden, 1)
         n_out = _check_int("n_out", n_out, 1)
         if learner not in LEARNERS:
             raise ValueError(f"learner must be one of {', '.join(LEARNERS)}; got {learner!r}")
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
+        if cell == "diag":
+            if learner != "rtrl":
+                raise ValueError(f"cell='diag' is trained by its exact traces: use "
+                                 f"learner='rtrl', got learner={learner!r}")
+            if n_hidden % 2:
+                raise ValueError(f"n_hidden must be even for cell='diag' (2x2 rotation "
+                                 f"blocks), got {n_hidden}")
+        if learner == "tbptt":
+            if window is None:
+                raise ValueError("learner='tbptt' needs window=k, the truncation length")
+            window = _check_int("window", window, 1)
+        elif window is not None:
+            raise ValueError(f"window applies to learner='tbptt' only, got "
+                             f"learner={learner!r} with window={window!r}")
+        mask = _check_mask(n_hidden, rec_density, rec_mask, cell, seed)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; "
                              f"got {optimizer!r}")
@@ -136,12 +189,17 @@ class OnlineRNN:
 
         self._config = dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, learner=learner,
                             optimizer=optimizer, lr=lr, clip=clip,
-                            normalize=bool(normalize), seed=seed, beta1=float(beta1),
-                            beta2=float(beta2), adam_eps=adam_eps, norm_window=norm_window)
-        self._core = self._make_core(self._config)
-        self._params = self._param_views(self._core)
+                            normalize=bool(normalize), seed=seed, cell=cell, window=window,
+                            rec_density=None if rec_density is None else float(rec_density),
+                            beta1=float(beta1), beta2=float(beta2), adam_eps=adam_eps,
+                            norm_window=norm_window)
+        self._mask = mask
+        self._core = self._make_core(self._config, mask)
+        self._params = self._param_views(self._core, self._config)
         self._initialise(np.random.default_rng(seed))
         self._core.buffers["good"][...] = self._core.buffers["theta"]
+        if "rng" in self._core.buffers:
+            self._core.buffers["rng"][...] = _seed_words(seed)
         self._bind_per_sample_calls()
 
     def _bind_per_sample_calls(self):
@@ -155,33 +213,66 @@ class OnlineRNN:
     # -- construction ------------------------------------------------------
 
     @staticmethod
-    def _make_core(cfg) -> "_kernels.Core":
-        return _kernels.Core(cfg["n_in"], cfg["n_hidden"], cfg["n_out"], cfg["learner"],
-                             cfg["optimizer"], cfg["lr"], cfg["beta1"], cfg["beta2"],
-                             cfg["adam_eps"], cfg["clip"] or 0.0, cfg["normalize"],
-                             float(cfg["norm_window"]))
+    def _buffers(cfg, mask):
+        """The `_layout.Buffer` list of a configuration, and snap2's index sets."""
+        n, m = cfg["n_hidden"], cfg["n_in"]
+        structure = None
+        if cfg["learner"] == "snap2":
+            structure = _layout.snap2_structure(
+                np.ones((n, n), bool) if mask is None else mask, m)
+        buffers = _layout.layout(n, m, cfg["n_out"], cell=cfg["cell"],
+                                 learner=cfg["learner"], optimizer=cfg["optimizer"],
+                                 window=cfg["window"], mask=mask, snap2=structure)
+        return buffers, structure
+
+    @classmethod
+    def _make_core(cls, cfg, mask) -> "_kernels.Core":
+        buffers, structure = cls._buffers(cfg, mask)
+        core = _kernels.Core(cfg, buffers)
+        for name, values in (structure or {}).items():
+            core.buffers[name][...] = values
+        if mask is not None:
+            core.buffers["mask"][...] = mask.reshape(-1)
+        return core
 
     @staticmethod
-    def _param_views(core) -> Dict[str, np.ndarray]:
-        n, m, o = core_sizes(core)
-        K = n + m + 1
+    def _param_views(core, cfg) -> Dict[str, np.ndarray]:
+        n, m, o = cfg["n_hidden"], cfg["n_in"], cfg["n_out"]
         theta = core.buffers["theta"]
-        W = theta[: n * K].reshape(n, K)
-        return {
-            "W_in": W[:, n:n + m],
-            "W_rec": W[:, :n],
-            "b": W[:, n + m],
-            "W_out": theta[n * K: n * K + o * n].reshape(o, n),
-            "b_out": theta[n * K + o * n:],
-        }
+        if cfg["cell"] == "diag":
+            half, core_end = n // 2, n * (m + 2)
+            Bb = theta[n:core_end].reshape(n, m + 1)
+            views = {"decay": theta[:half], "angle": theta[half:n],
+                     "B": Bb[:, :m], "b": Bb[:, m]}
+        else:
+            core_end = n * (n + m + 1)
+            W = theta[:core_end].reshape(n, n + m + 1)
+            views = {"W_in": W[:, n:n + m], "W_rec": W[:, :n], "b": W[:, n + m]}
+        views["W_out"] = theta[core_end:core_end + o * n].reshape(o, n)
+        views["b_out"] = theta[core_end + o * n:]
+        return views
 
     def _initialise(self, rng: np.random.Generator) -> None:
-        n, m, _ = self.n_hidden, self.n_in, self.n_out
+        n, m = self.n_hidden, self.n_in
         p = self._params
-        p["W_in"][...] = rng.uniform(-1.0, 1.0, p["W_in"].shape) / np.sqrt(m)
-        # Gaussian with spectral radius about 0.9 (circular law): stable, not dead.
-        p["W_rec"][...] = rng.standard_normal(p["W_rec"].shape) * (0.9 / np.sqrt(n))
-        p["b"][...] = 0.0
+        if self._config["cell"] == "diag":
+            # Decays r in [0.5, 0.99] and angles in [0, pi/4], as in LRU
+            # (Orvieto et al. 2023); inputs scaled by sqrt(1 - r^2) so that
+            # every pair's state has about unit variance.
+            half = n // 2
+            r = rng.uniform(0.5, 0.99, half)
+            p["decay"][...] = np.log(r / (1.0 - r))
+            p["angle"][...] = rng.uniform(0.0, np.pi / 4, half)
+            gain = np.repeat(np.sqrt(1.0 - r ** 2), 2)[:, None]
+            p["B"][...] = rng.standard_normal(p["B"].shape) / np.sqrt(m) * gain
+            p["b"][...] = 0.0
+        else:
+            p["W_in"][...] = rng.uniform(-1.0, 1.0, p["W_in"].shape) / np.sqrt(m)
+            # Gaussian with spectral radius about 0.9 (circular law): stable, not dead.
+            kept = 1.0 if self._mask is None else max(self._mask.mean(), 1.0 / n)
+            w_rec = rng.standard_normal(p["W_rec"].shape) * (0.9 / np.sqrt(n * kept))
+            p["W_rec"][...] = w_rec if self._mask is None else w_rec * self._mask
+            p["b"][...] = 0.0
         p["W_out"][...] = rng.standard_normal(p["W_out"].shape) / np.sqrt(n)
         p["b_out"][...] = 0.0
 
@@ -191,7 +282,13 @@ class OnlineRNN:
     n_hidden = property(lambda self: self._config["n_hidden"], doc="Hidden units n.")
     n_out = property(lambda self: self._config["n_out"], doc="Number of outputs o.")
     learner = property(lambda self: self._config["learner"])
+    cell = property(lambda self: self._config["cell"])
     optimizer = property(lambda self: self._config["optimizer"])
+
+    @property
+    def rec_mask(self) -> Optional[np.ndarray]:
+        """The sparsity mask of W_rec (a copy), or None if W_rec is dense."""
+        return None if self._mask is None else self._mask.copy()
 
     @property
     def config(self) -> dict:
@@ -202,9 +299,10 @@ class OnlineRNN:
     def params(self) -> Dict[str, np.ndarray]:
         """Live float32 parameters: writing into these arrays changes the model.
 
-        ``W_in (n, m)``, ``W_rec (n, n)``, ``b (n,)``, ``W_out (o, n)``,
-        ``b_out (o,)``.  ``W_in``, ``W_rec`` and ``b`` are strided views of one
-        ``(n, n + m + 1)`` matrix.
+        Elman: ``W_in (n, m)``, ``W_rec (n, n)``, ``b (n,)``, ``W_out (o, n)``,
+        ``b_out (o,)``; ``W_in``, ``W_rec`` and ``b`` are strided views of one
+        ``(n, n + m + 1)`` matrix.  Diag: ``decay (n/2,)``, ``angle (n/2,)``,
+        ``B (n, m)``, ``b (n,)``, ``W_out``, ``b_out``.
         """
         return dict(self._params)
 
@@ -216,7 +314,7 @@ class OnlineRNN:
     @property
     def memory_layout(self) -> Dict[str, int]:
         """Bytes of each buffer, by name (sums to memory_bytes less the slack)."""
-        return {name: size * width for name, (_, size, width) in self._core.layout.items()}
+        return {name: view.nbytes for name, view in self._core.buffers.items()}
 
     @property
     def stats(self) -> Dict[str, int]:
@@ -324,36 +422,37 @@ class OnlineRNN:
             self._reject()
             raise ValueError(f"xs and ys must have the same length T, got "
                              f"{xs.shape[0]} and {ys.shape[0]}")
-        scratch = self._make_core(self._config)
-        for name in ("theta", "x_mean", "x_var", "y_mean", "y_var", "counts"):
-            scratch.buffers[name][...] = self._core.buffers[name]
+        scratch = self._make_core(self._config, self._mask)
+        for name in ("theta", "x_mean", "x_var", "y_mean", "y_var", "counts", "rng"):
+            if name in scratch.buffers:
+                scratch.buffers[name][...] = self._core.buffers[name]
         flat = scratch.accumulate_gradient(xs, ys)
-        grads = {}
-        views = self._param_views(scratch)
         scratch.buffers["theta"][...] = flat
-        for name, view in views.items():
-            grads[name] = np.array(view, dtype=np.float32)
-        return grads
+        return {name: np.array(view, dtype=np.float32)
+                for name, view in self._param_views(scratch, self._config).items()}
 
     # -- state, persistence ------------------------------------------------
 
-    _STATE_BUFFERS = ("theta", "m1", "m2", "h", "x_mean", "x_var", "y_mean", "y_var",
-                      "counts")
-
-    def _sensitivities(self) -> np.ndarray:
-        n, m = self.n_hidden, self.n_in
-        P = self._core.buffers["P"].reshape(n, self._core.ldp)
-        return P[:, : n * (n + m + 1)].reshape(n, n, n + m + 1)
+    def _state_views(self) -> Dict[str, np.ndarray]:
+        """Every buffer the model carries between samples, by name; exact
+        RTRL's sensitivities as ``P[k, i, j] = dh[k]/dW[i, j]`` (n, n, K)."""
+        views = {name: view for name, view in self._core.buffers.items()
+                 if self._core.kinds[name] in ("param", "state")}
+        if "P" in views:
+            n, m = self.n_hidden, self.n_in
+            P = views["P"].reshape(n, self._core.ldp)
+            views["P"] = P[:, : n * (n + m + 1)].reshape(n, n, n + m + 1)
+        return views
 
     def snapshot(self) -> Dict[str, np.ndarray]:
-        """Copies of everything mutable: parameters, hidden state ``h``,
-        sensitivities ``P`` (``P[k, i, j] = dh[k]/dW[i, j]``), optimiser
-        moments, normaliser statistics and state counters."""
+        """Copies of everything mutable: parameters (by their public names and
+        as ``theta``), hidden state ``h``, the learner's sensitivities (``P``
+        for exact RTRL, ``J`` for snap1, ``P_blocks`` for snap2, ``uoro_h``,
+        ``uoro_theta``, ``rng`` for uoro, ``ring_z``, ``ring_d``, ``ring`` for
+        tbptt, ``traces`` for the diag cell), optimiser moments, normaliser
+        statistics and state counters."""
         snap = {name: np.array(view) for name, view in self._params.items()}
-        for name in self._STATE_BUFFERS:
-            if name in self._core.buffers:
-                snap[name] = np.array(self._core.buffers[name])
-        snap["P"] = np.array(self._sensitivities())
+        snap.update((name, np.array(view)) for name, view in self._state_views().items())
         c = self._core.get_counters()
         snap["counters"] = np.array([c[k] for k in _STATE_COUNTERS], dtype=np.int64)
         return snap
@@ -390,12 +489,11 @@ class OnlineRNN:
             pass
 
     def _state_arrays(self) -> Dict[str, np.ndarray]:
-        snap = self.snapshot()
-        arrays = {"theta": snap["theta"], "h": snap["h"], "P": snap["P"],
-                  "counters": snap["counters"]}
-        for name in ("m1", "m2", "x_mean", "x_var", "y_mean", "y_var", "counts"):
-            if name in snap:
-                arrays[name] = snap[name]
+        arrays = {name: np.array(view) for name, view in self._state_views().items()}
+        c = self._core.get_counters()
+        arrays["counters"] = np.array([c[k] for k in _STATE_COUNTERS], dtype=np.int64)
+        if self._mask is not None:
+            arrays["rec_mask"] = self._mask.copy()
         arrays["config"] = np.array(json.dumps(self._config, sort_keys=True))
         arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
         arrays["checksum"] = np.array(_checksum(arrays))
@@ -418,7 +516,7 @@ class OnlineRNN:
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
             raise CheckpointError(f"{path!r} is not a readable rtrl_edge checkpoint "
                                   f"(truncated or not an .npz file): {exc}") from exc
-        for key in ("format_version", "config", "checksum", "theta", "h", "P", "counters"):
+        for key in ("format_version", "config", "checksum", "theta", "h", "counters"):
             if key not in arrays:
                 raise CheckpointError(f"{path!r} is not an rtrl_edge checkpoint: "
                                       f"missing {key!r}")
@@ -432,6 +530,8 @@ class OnlineRNN:
                                   f"or corrupted after it was written")
         try:
             config = json.loads(str(arrays["config"]))
+            if "rec_mask" in arrays:          # the mask is stored, not redrawn
+                config.update(rec_density=None, rec_mask=arrays["rec_mask"])
             net = cls(**config)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{path!r} holds an invalid configuration: {exc}") from exc
@@ -439,9 +539,7 @@ class OnlineRNN:
         return net
 
     def _restore(self, arrays, path) -> None:
-        targets = {name: self._core.buffers[name] for name in self._STATE_BUFFERS
-                   if name in self._core.buffers}
-        targets["P"] = self._sensitivities()
+        targets = self._state_views()
         for name, target in targets.items():
             if name not in arrays:
                 raise CheckpointError(f"{path!r} lacks {name!r} for this configuration")
@@ -466,10 +564,40 @@ class OnlineRNN:
                 f"memory_bytes={self.memory_bytes})")
 
 
-def core_sizes(core):
-    """(n_hidden, n_in, n_out) of a compiled core, from its buffers."""
-    return (core.buffers["h"].shape[0], core.buffers["x_in"].shape[0],
-            core.buffers["y_in"].shape[0])
+def _check_mask(n, rec_density, rec_mask, cell, seed) -> Optional[np.ndarray]:
+    """The boolean (n, n) sparsity mask of W_rec, or None for a dense W_rec."""
+    if rec_density is None and rec_mask is None:
+        return None
+    if cell != "elman":
+        raise ValueError("rec_density and rec_mask apply to cell='elman' only")
+    if rec_density is not None and rec_mask is not None:
+        raise ValueError("give rec_density or rec_mask, not both")
+    if rec_mask is not None:
+        mask = np.asarray(rec_mask)
+        if mask.shape != (n, n) or mask.dtype.kind not in "biu":
+            raise ValueError(f"rec_mask must be a boolean array of shape ({n}, {n}), "
+                             f"got {mask.dtype} of shape {mask.shape}")
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("rec_mask must hold only True/False (or 1/0)")
+        return mask.astype(bool)
+    density = _check_float("rec_density", rec_density)
+    if density > 1.0:
+        raise ValueError(f"rec_density must be in (0, 1], got {rec_density!r}")
+    # its own stream, so that the weights drawn from `seed` do not depend on it
+    return np.random.default_rng([seed, 0x6D61736B]).random((n, n)) < density
+
+
+def _seed_words(seed: int) -> np.ndarray:
+    """Two non-zero 64-bit words for the kernels' xorshift128+, from `seed`
+    (splitmix64, Vigna 2014)."""
+    words, x = [], seed & 0xFFFFFFFFFFFFFFFF
+    for _ in range(2):
+        x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        words.append((z ^ (z >> 31)) or 1)
+    return np.array(words, dtype=np.uint64).view(np.int64)
 
 
 def _checksum(arrays: Dict[str, np.ndarray]) -> str:

@@ -1,0 +1,237 @@
+# Sensitivity updates of the learners that trade exactness for cost.
+#
+# Each `*_update(s, contract)` runs after the Elman forward pass of a step
+# (z, dphi, h are this step's) and carries its learner's state forward; with
+# `contract` it also writes the gradient of this step's loss for the cell's
+# weights W = [W_rec | W_in | b] into s.grad[:n*K] (the readout gradient is
+# exact and computed elsewhere).  s.c holds dL/dh = W_out^T e.
+#
+# Notation as in DESIGN §3: n units, m inputs, K = n + m + 1, row i of W holds
+# unit i's incoming weights.
+
+from libc.math cimport sqrt
+from libc.string cimport memcpy, memset
+
+from rtrl_edge._types cimport *
+
+
+cdef void reset_learner(RNN *s) noexcept nogil:
+    """Forget every sensitivity: a sequence boundary."""
+    if s.P != NULL:
+        memset(s.P, 0, s.p_size * sizeof(float))
+    if s.uh != NULL:
+        memset(s.uh, 0, s.n * sizeof(float))
+        memset(s.ut, 0, s.n * s.K * sizeof(float))
+    if s.ring != NULL:
+        s.ring[0] = 0
+        s.ring[1] = 0
+
+
+# --------------------------------------------------------------------------
+# SnAp-1 (Menick et al. 2020; DESIGN §3.3)
+# --------------------------------------------------------------------------
+
+cdef void snap1_update(RNN *s, bint contract) noexcept nogil:
+    """J[k, j] <- dphi[k] * (W_rec[k, k] J[k, j] + z[j]);  grad W[k, j] = c[k] J[k, j].
+
+    Keeps only each unit's sensitivity to its own incoming weights: memory
+    n*K, cost O(n*K).  Exact when W_rec is diagonal."""
+    cdef int n = s.n, K = s.K, k, j
+    cdef float d, wkk, ck, v
+    cdef float *row
+    cdef float *g
+    for k in range(n):
+        d = s.dphi[k]
+        wkk = s.theta[k * K + k]
+        row = s.P + k * K
+        if contract:
+            ck = s.c[k]
+            g = s.grad + k * K
+            for j in range(K):
+                v = d * (wkk * row[j] + s.z[j])
+                row[j] = v
+                g[j] = ck * v
+        else:
+            for j in range(K):
+                row[j] = d * (wkk * row[j] + s.z[j])
+
+
+# --------------------------------------------------------------------------
+# SnAp-2 on a sparse W_rec (DESIGN §3.4)
+# --------------------------------------------------------------------------
+
+cdef void snap2_update(RNN *s, bint contract) noexcept nogil:
+    """Exact RTRL restricted to the entries a sparse W_rec can fill in two steps.
+
+    For row i of W only the kept columns C_i are parameters, and only the
+    units S_i = {i} ∪ {k : mask[k, i]} carry sensitivity to them; block
+    P_i (|S_i| x ld_i) holds P[S_i, i, C_i].  Per row:
+
+        P_i <- dphi[S_i] * (W_rec[S_i, S_i] @ P_i + e_i z[C_i]^T)
+        grad W[i, C_i] = c[S_i]^T P_i
+
+    which is the RTRL recursion with every entry outside the pattern held at
+    zero; with a dense mask it is exact RTRL.  Each block goes through the
+    same SIMD product and fused pass as exact RTRL.  Memory sum_i |S_i| ld_i,
+    about density^2 of exact RTRL's.
+    """
+    cdef int n = s.n, K = s.K, i, a, b, sz, cw, ld, ai
+    cdef const long long *S
+    cdef const long long *C
+    cdef float *blk
+    cdef float *row
+    cdef float d, ci, v
+    if contract:
+        memset(s.grad, 0, n * K * sizeof(float))
+    for i in range(n):
+        S = s.s_idx + s.s_off[i]
+        sz = <int>(s.s_off[i + 1] - s.s_off[i])
+        C = s.c_idx + s.c_off[i]
+        cw = <int>(s.c_off[i + 1] - s.c_off[i])
+        ld = <int>s.ld[i]
+        blk = s.P + s.p_off[i]
+        ai = 0
+        for a in range(sz):
+            if S[a] == i:
+                ai = a
+            s.dsub[a] = s.dphi[S[a]]
+            s.csub[a] = s.c[S[a]]
+            for b in range(sz):
+                s.wsub[a * sz + b] = s.theta[S[a] * K + S[b]]
+        s.simd.product(s.wsub, sz, blk, ld, sz, sz, ld, s.tmp, ld)
+        if contract:
+            memset(s.gsub, 0, ld * sizeof(float))
+        s.simd.epilogue(blk, ld, s.tmp, ld, sz, cw, s.dsub, s.csub, s.gsub, contract)
+        # the delta_ki z[j] term: unit i's own row of the block
+        d = s.dphi[i]
+        ci = s.c[i]
+        row = blk + ai * ld
+        for b in range(cw):
+            v = d * s.z[C[b]]
+            row[b] += v
+            if contract:
+                s.gsub[b] += ci * v
+        if contract:
+            for b in range(cw):
+                s.grad[i * K + C[b]] = s.gsub[b]
+
+
+# --------------------------------------------------------------------------
+# UORO (Tallec & Ollivier 2017; DESIGN §3.5)
+# --------------------------------------------------------------------------
+
+cdef inline unsigned long long next_u64(long long *state) noexcept nogil:
+    """xorshift128+ (Vigna 2017): the random signs of UORO, reproducible from
+    the two saved state words."""
+    cdef unsigned long long *st = <unsigned long long *>state
+    cdef unsigned long long s1 = st[0]
+    cdef unsigned long long s0 = st[1]
+    st[0] = s0
+    s1 ^= s1 << 23
+    st[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26)
+    return st[1] + s0
+
+
+cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
+    """Rank-one unbiased estimate P ~ h~ theta~^T.
+
+        D h~      = dphi * (W_rec h~)                 (dh_t/dh_{t-1} applied to h~)
+        u[i, j]   = nu_i dphi_i z_j                   (nu^T dh_t/dW, nu random signs)
+        rho0      = sqrt(|theta~| / |D h~|),  rho1 = sqrt(|u| / |nu|)   (eps-guarded)
+        h~        <- rho0 D h~ + rho1 nu
+        theta~    <- theta~ / rho0 + u / rho1
+        grad W    = (c^T h~) theta~
+
+    Memory and cost O(n*K).  |u| = |dphi| |z| since nu_i^2 = 1.
+    """
+    cdef int n = s.n, K = s.K, i, j
+    cdef float *nu = s.v1
+    cdef float *dh = s.v2
+    cdef float *row
+    cdef double nt = 0.0, ndh = 0.0, nd = 0.0, nz = 0.0, rho0, rho1, acc, scale
+    cdef double eps = 1e-7
+    cdef unsigned long long bits = 0
+    cdef float a, r0inv
+    for i in range(n):
+        acc = 0.0
+        row = s.theta + i * K
+        for j in range(n):
+            acc += row[j] * s.uh[j]
+        dh[i] = <float>(s.dphi[i] * acc)
+        ndh += <double>dh[i] * dh[i]
+        nd += <double>s.dphi[i] * s.dphi[i]
+        if i % 64 == 0:
+            bits = next_u64(s.rng)
+        nu[i] = 1.0 if (bits >> (i % 64)) & 1 else -1.0
+    for j in range(n * K):
+        nt += <double>s.ut[j] * s.ut[j]
+    for j in range(K):
+        nz += <double>s.z[j] * s.z[j]
+    rho0 = sqrt((sqrt(nt) + eps) / (sqrt(ndh) + eps))
+    rho1 = sqrt((sqrt(nd * nz) + eps) / (sqrt(<double>n) + eps))
+    for i in range(n):
+        s.uh[i] = <float>(rho0 * dh[i] + rho1 * nu[i])
+    r0inv = <float>(1.0 / rho0)
+    for i in range(n):
+        a = <float>(nu[i] * s.dphi[i] / rho1)
+        row = s.ut + i * K
+        for j in range(K):
+            row[j] = row[j] * r0inv + a * s.z[j]
+    if contract:
+        acc = 0.0
+        for i in range(n):
+            acc += <double>s.c[i] * s.uh[i]
+        scale = acc
+        for j in range(n * K):
+            s.grad[j] = <float>(scale * s.ut[j])
+
+
+# --------------------------------------------------------------------------
+# Truncated BPTT(k) (DESIGN §3.6)
+# --------------------------------------------------------------------------
+
+cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
+    """Keep (z, dphi) of the last k steps in a ring; with `contract`, back-
+    propagate this step's loss through them (current weights):
+
+        delta_a = delta_h * dphi_t';   grad W += delta_a z_t'^T;   delta_h = W_rec^T delta_a
+
+    for t' = t, t-1, ..., down to k steps or the last reset.  Memory k(K + n),
+    cost O(k n K) per learning step.  Equals BPTT of L_t when k >= t.
+    """
+    cdef int n = s.n, K = s.K, k = s.window, i, j, back, slot
+    cdef long long held
+    cdef float *dh = s.v1
+    cdef float *da = s.v2
+    cdef const float *zt
+    cdef const float *dt
+    cdef float *row
+    cdef float a
+    slot = <int>s.ring[0]
+    memcpy(s.ring_z + slot * K, s.z, K * sizeof(float))
+    memcpy(s.ring_d + slot * n, s.dphi, n * sizeof(float))
+    s.ring[0] = (slot + 1) % k
+    held = s.ring[1] + 1 if s.ring[1] < k else k
+    s.ring[1] = held
+    if not contract:
+        return
+    memset(s.grad, 0, n * K * sizeof(float))
+    memcpy(dh, s.c, n * sizeof(float))
+    for back in range(held):
+        zt = s.ring_z + slot * K
+        dt = s.ring_d + slot * n
+        for i in range(n):
+            da[i] = dh[i] * dt[i]
+        for i in range(n):
+            a = da[i]
+            row = s.grad + i * K
+            for j in range(K):
+                row[j] += a * zt[j]
+        if back + 1 < held:
+            memset(dh, 0, n * sizeof(float))
+            for i in range(n):          # dh = W_rec^T da, row by row
+                a = da[i]
+                row = s.theta + i * K
+                for j in range(n):
+                    dh[j] += a * row[j]
+        slot = (slot - 1 + k) % k

@@ -1,0 +1,135 @@
+# Types shared by the compiled modules of rtrl_edge (declarations only).
+#
+# `RNN` is the whole state of one model as raw pointers into the model's
+# arenas (float32, float64 and int64), filled once at construction by
+# `_kernels.Core`.  Kernels take an `RNN*` and never allocate, raise or touch
+# Python objects.  Buffers a configuration does not use are NULL.
+
+cdef extern from "_tile.h" nogil:
+    ctypedef void (*rtrl_product_fn)(const float *w, int ldw, const float *b,
+                                     Py_ssize_t ldb, int n_rows, int n_inner,
+                                     int width, float *out, int ldo) noexcept nogil
+    ctypedef void (*rtrl_epilogue_fn)(float *p, Py_ssize_t ldp, const float *t, int ldt,
+                                      int n_rows, int width, const float *dphi,
+                                      const float *c, float *g, int contract) noexcept nogil
+    ctypedef struct rtrl_kernels:
+        rtrl_product_fn product
+        rtrl_epilogue_fn epilogue
+        const char *name
+    const rtrl_kernels *rtrl_kernels_named(const char *name)
+    const rtrl_kernels *rtrl_kernels_best()
+    int RTRL_MAX_VL
+    unsigned int rtrl_fpu_enter()
+    void rtrl_fpu_leave(unsigned int old)
+
+
+# cells
+cdef enum:
+    CELL_ELMAN = 0        # DESIGN §3.1
+    CELL_DIAG = 1         # 2x2 rotation-decay blocks, tanh readout (§3.7)
+
+# learners
+cdef enum:
+    LEARNER_RTRL = 0      # §3.2 (for the diag cell: its exact O(n m) traces)
+    LEARNER_SNAP1 = 1     # §3.3
+    LEARNER_SNAP2 = 2     # §3.4
+    LEARNER_UORO = 3      # §3.5
+    LEARNER_TBPTT = 4     # §3.6
+
+# optimisers
+cdef enum:
+    OPT_SGD = 0
+    OPT_MOMENTUM = 1
+    OPT_ADAM = 2
+
+# status bits returned by the step kernel
+cdef enum:
+    STATUS_OK = 0
+    STATUS_RECOVERED = 1      # an update or state went non-finite and was undone
+    STATUS_POISONED = 2       # even the restored parameters give a non-finite state
+
+ctypedef struct RNN:
+    # sizes
+    int n                 # hidden units
+    int m                 # inputs
+    int o                 # outputs
+    int K                 # n + m + 1: columns of W = [W_rec | W_in | b] (Elman)
+    int cell
+    Py_ssize_t n_params   # all parameters
+    Py_ssize_t n_core     # parameters before the readout: W_out = theta + n_core
+    Py_ssize_t ldp        # row stride of P in floats (multiple of RTRL_MAX_VL)
+    int nb                # column block width of the RTRL sensitivity update
+    int window            # TBPTT truncation k
+    Py_ssize_t p_size     # floats in the learner's sensitivity buffer P
+    # configuration
+    int learner
+    int optimizer
+    float lr
+    float beta1
+    float beta2
+    float adam_eps
+    float clip            # <= 0: no clipping
+    bint normalize
+    bint has_mask         # W_rec has a sparsity mask
+    double norm_window    # normaliser forgets with weight 1/min(count, window)
+    double norm_eps
+    bint traces_stale     # set by forward-only steps; the next learning step resets
+    # counters
+    long long steps
+    long long updates
+    long long recoveries
+    long long trace_resets
+    long long opt_t       # optimiser step count (Adam bias correction)
+    double last_loss
+    # parameters and optimiser (float32, each n_params long)
+    float *theta          # Elman: [W (n x K) | W_out (o x n) | b_out (o)]
+                          # diag:  [decay (n/2) | angle (n/2) | Bb (n x (m+1)) | W_out | b_out]
+    float *grad
+    float *good           # theta after the latest finite update (divergence guard)
+    float *m1             # first moment / momentum (NULL for sgd)
+    float *m2             # second moment (Adam only)
+    float *mask           # (n, n) 1 = kept, 0 = masked W_rec entry (NULL: dense)
+    # running state
+    float *h              # (n,)
+    # learner state
+    float *P              # rtrl/Elman (n, ldp): P[k, i*K + j] = dh[k]/dW[i, j]
+                          # snap1 (n, K):      J[k, j] ~ dh[k]/dW[k, j]
+                          # snap2: the blocks P_i (|S_i|, ld_i), one per row i of W
+                          # rtrl/diag: traces, see _diag.pyx
+    float *uh             # uoro h~ (n,)
+    float *ut             # uoro theta~ (n, K)
+    long long *rng        # uoro: xorshift128+ state (2 words)
+    float *ring_z         # tbptt: z of the last `window` steps (window, K)
+    float *ring_d         # tbptt: tanh' of the last `window` steps (window, n)
+    long long *ring       # tbptt: [next slot, entries held]
+    # snap2 structure (int64), built from the mask
+    long long *s_off      # (n+1,) S_i = s_idx[s_off[i]:s_off[i+1]]: units row i reaches
+    long long *s_idx
+    long long *c_off      # (n+1,) C_i = c_idx[c_off[i]:c_off[i+1]]: kept columns of row i
+    long long *c_idx
+    long long *p_off      # (n+1,) block i starts at P + p_off[i]
+    long long *ld         # (n,)   row stride of block i
+    # per-step scratch
+    float *z              # (K,)  [h_prev; x_normalised; 1]  (diag: [x_normalised; 1] at z + n)
+    float *feat           # (n,)  readout features: h (Elman), tanh(h) (diag)
+    float *dphi           # (n,)  tanh'(a) (Elman)
+    float *c              # (n,)  dL/dh (W_out^T e, through the readout)
+    float *yn             # (o,)  prediction in normalised units
+    float *e              # (o,)  yn - y_normalised
+    float *x_in           # (m,)  staged raw input
+    float *y_in           # (o,)  staged raw target
+    float *tmp            # product block (rtrl: n4 x nb; snap2: largest |S_i| x ld_i)
+    float *wsub           # snap2: W_rec restricted to S_i
+    float *dsub           # snap2: tanh' on S_i
+    float *csub           # snap2: c on S_i
+    float *gsub           # snap2: gradient row i on C_i; uoro/tbptt: scratch vectors
+    float *v1             # (n,) scratch
+    float *v2             # (n,) scratch
+    float *h_prev         # (n,) diag: state before this step
+    # online normaliser (float64): mean and variance per channel, sample counts
+    double *x_mean
+    double *x_var
+    double *y_mean
+    double *y_var
+    double *counts        # [inputs seen, targets seen]
+    const rtrl_kernels *simd  # product and fused pass for this CPU
