@@ -30,7 +30,8 @@ directives = {
 if DEBUG:
     cflags = ["-O0", "-g", "-UNDEBUG"]
 else:
-    cflags = ["-O3"]
+    # -fno-math-errno: sqrt may become one vector instruction (no errno path)
+    cflags = ["-O3", "-fno-math-errno"]
     if NATIVE:
         cflags.append("-mcpu=native" if platform.machine().lower() in ("aarch64", "arm64")
                       else "-march=native")

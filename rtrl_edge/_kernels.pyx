@@ -15,7 +15,7 @@
 # Mathematics: DESIGN §3.1 (Elman cell) and §3.2 (exact RTRL, Williams &
 # Zipser 1989); notation n hidden units, m inputs, o outputs, K = n + m + 1.
 
-from libc.math cimport tanhf, sqrt, sqrtf, isfinite, pow
+from libc.math cimport tanhf, sqrt, isfinite, pow
 from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
@@ -71,38 +71,29 @@ cdef inline void normalise_input(RNN *s, bint update) noexcept nogil:
 
 cdef inline void elman_forward(RNN *s) noexcept nogil:
     """z = [h_prev; x; 1], h = tanh(W z), dphi = 1 - h^2 (DESIGN §3.1)."""
-    cdef int n = s.n, K = s.K, i, j
-    cdef float acc, hi
-    cdef const float *row
+    cdef int n = s.n, K = s.K, i
+    cdef float hi
     memcpy(s.z, s.h, n * sizeof(float))
     s.z[K - 1] = 1.0
+    s.simd.matvec(s.theta, K, s.z, n, K, s.h)
     for i in range(n):
-        row = s.theta + i * K
-        acc = 0.0
-        for j in range(K):
-            acc = acc + row[j] * s.z[j]
-        hi = tanhf(acc)
+        hi = tanhf(s.h[i])
         s.h[i] = hi
         s.dphi[i] = 1.0 - hi * hi
 
 
 cdef inline void forward(RNN *s) noexcept nogil:
     """The cell, then the linear readout yn = W_out feat + b_out."""
-    cdef int n = s.n, o = s.o, j, q
-    cdef float acc
-    cdef const float *row
+    cdef int n = s.n, o = s.o, q
     cdef const float *w_out = s.theta + s.n_core
     cdef const float *b_out = w_out + o * n
     if s.cell == CELL_ELMAN:
         elman_forward(s)
     else:
         diag_forward(s)
+    s.simd.matvec(w_out, n, s.feat, o, n, s.yn)
     for q in range(o):
-        acc = b_out[q]
-        row = w_out + q * n
-        for j in range(n):
-            acc = acc + row[j] * s.feat[j]
-        s.yn[q] = acc
+        s.yn[q] += b_out[q]
 
 
 cdef inline bint state_is_finite(RNN *s) noexcept nogil:
@@ -115,35 +106,10 @@ cdef inline bint state_is_finite(RNN *s) noexcept nogil:
     return ok
 
 
-cdef inline bint params_are_finite(const float *theta, Py_ssize_t p) noexcept nogil:
-    """True if no entry is NaN or +-inf.  (x - x is 0 for a finite x and NaN
-    otherwise; the int OR-reduction vectorises, unlike isfinite in a loop.)"""
-    cdef Py_ssize_t i
-    cdef int bad = 0
-    for i in range(p):
-        bad |= (theta[i] - theta[i]) != 0
-    return not bad
-
-
-cdef inline double sum_squares(const float *v, Py_ssize_t p) noexcept nogil:
-    """sum v[i]^2 with eight float32 partial sums (a fixed order, so results
-    are reproducible; the compiler keeps the partials in one vector register),
-    combined in double."""
-    cdef float acc[8]
-    cdef Py_ssize_t i, r, p8 = p - p % 8
-    cdef double total = 0.0
-    for r in range(8):
-        acc[r] = 0.0
-    i = 0
-    while i < p8:
-        for r in range(8):
-            acc[r] += v[i + r] * v[i + r]
-        i += 8
-    for r in range(8):
-        total += acc[r]
-    for i in range(p8, p):
-        total += <double>v[i] * v[i]
-    return total
+cdef inline bint params_are_finite(RNN *s) noexcept nogil:
+    cdef int finite
+    s.simd.sumsq(s.theta, s.n_params, &finite)
+    return finite
 
 
 cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
@@ -233,16 +199,21 @@ cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
 
 cdef inline void readout_gradient(RNN *s) noexcept nogil:
     """grad W_out = e feat^T, grad b_out = e; masked W_rec entries get 0."""
-    cdef int n = s.n, o = s.o, q, k, i
+    cdef int n = s.n, o = s.o, K = s.K, q, k, i
     cdef float *g_out = s.grad + s.n_core
+    cdef float *row
+    cdef const float *keep
     for q in range(o):
         for k in range(n):
             g_out[q * n + k] = s.e[q] * s.feat[k]
         g_out[o * n + q] = s.e[q]
-    if s.mask != NULL:
+    # snap2 never writes a masked entry; the other learners' are zeroed here
+    if s.mask != NULL and s.learner != LEARNER_SNAP2:
         for i in range(n):
+            row = s.grad + i * K
+            keep = s.mask + i * n
             for k in range(n):
-                s.grad[i * s.K + k] *= s.mask[i * n + k]
+                row[k] *= keep[k]
 
 
 cdef void advance(RNN *s, bint contract) noexcept nogil:
@@ -276,43 +247,31 @@ cdef void recover(RNN *s) noexcept nogil:
 
 cdef int apply_update(RNN *s) noexcept nogil:
     """Clip by global norm, take one optimiser step; undo it if not finite."""
-    cdef Py_ssize_t p = s.n_params, i
-    cdef double norm2 = 0.0, scale = 1.0, bc1, bc2
-    cdef float lr, gi, b1 = s.beta1, b2 = s.beta2, eps
-    cdef float *theta = s.theta
-    cdef float *g = s.grad
-    cdef float *m1 = s.m1
-    cdef float *m2 = s.m2
-    norm2 = sum_squares(g, p)
-    if not isfinite(norm2):
+    cdef Py_ssize_t p = s.n_params
+    cdef double norm2, scale = 1.0, bc1, bc2
+    cdef int finite
+    norm2 = s.simd.sumsq(s.grad, p, &finite)
+    if not finite or not isfinite(norm2):
         recover(s)
         return STATUS_RECOVERED
     if s.clip > 0 and norm2 > <double>s.clip * s.clip:
         scale = s.clip / sqrt(norm2)
     if s.optimizer == OPT_SGD:
-        lr = <float>(s.lr * scale)
-        for i in range(p):
-            theta[i] -= lr * g[i]
+        s.simd.scale_add(s.theta, 1.0, s.grad, <float>(-s.lr * scale), p)
     elif s.optimizer == OPT_MOMENTUM:
-        for i in range(p):
-            m1[i] = b1 * m1[i] + <float>scale * g[i]
-            theta[i] -= s.lr * m1[i]
+        s.simd.scale_add(s.m1, s.beta1, s.grad, <float>scale, p)
+        s.simd.scale_add(s.theta, 1.0, s.m1, -s.lr, p)
     else:  # Adam (Kingma & Ba 2015), bias-corrected step size
         s.opt_t += 1
-        bc1 = 1.0 - pow(b1, <double>s.opt_t)
-        bc2 = 1.0 - pow(b2, <double>s.opt_t)
-        lr = <float>(s.lr * sqrt(bc2) / bc1)
-        eps = <float>(s.adam_eps * sqrt(bc2))
-        for i in range(p):
-            gi = <float>scale * g[i]
-            m1[i] = b1 * m1[i] + (1.0 - b1) * gi
-            m2[i] = b2 * m2[i] + (1.0 - b2) * gi * gi
-            theta[i] -= lr * m1[i] / (sqrtf(m2[i]) + eps)
-    if not params_are_finite(theta, p):
-        memcpy(theta, s.good, p * sizeof(float))
+        bc1 = 1.0 - pow(s.beta1, <double>s.opt_t)
+        bc2 = 1.0 - pow(s.beta2, <double>s.opt_t)
+        s.simd.adam(s.theta, s.m1, s.m2, s.grad, p, <float>scale, s.beta1, s.beta2,
+                    <float>(s.lr * sqrt(bc2) / bc1), <float>(s.adam_eps * sqrt(bc2)))
+    if not params_are_finite(s):
+        memcpy(s.theta, s.good, p * sizeof(float))
         recover(s)
         return STATUS_RECOVERED
-    memcpy(s.good, theta, p * sizeof(float))
+    memcpy(s.good, s.theta, p * sizeof(float))
     s.updates += 1
     return STATUS_OK
 

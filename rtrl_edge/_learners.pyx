@@ -25,6 +25,8 @@ cdef void reset_learner(RNN *s) noexcept nogil:
     if s.ring != NULL:
         s.ring[0] = 0
         s.ring[1] = 0
+        memset(s.ring_z, 0, s.window * s.K * sizeof(float))
+        memset(s.ring_d, 0, s.window * s.n * sizeof(float))
 
 
 # --------------------------------------------------------------------------
@@ -36,24 +38,13 @@ cdef void snap1_update(RNN *s, bint contract) noexcept nogil:
 
     Keeps only each unit's sensitivity to its own incoming weights: memory
     n*K, cost O(n*K).  Exact when W_rec is diagonal."""
-    cdef int n = s.n, K = s.K, k, j
-    cdef float d, wkk, ck, v
-    cdef float *row
-    cdef float *g
+    cdef int n = s.n, K = s.K, k
+    cdef float d
     for k in range(n):
         d = s.dphi[k]
-        wkk = s.theta[k * K + k]
-        row = s.P + k * K
+        s.simd.scale_add(s.P + k * K, d * s.theta[k * K + k], s.z, d, K)
         if contract:
-            ck = s.c[k]
-            g = s.grad + k * K
-            for j in range(K):
-                v = d * (wkk * row[j] + s.z[j])
-                row[j] = v
-                g[j] = ck * v
-        else:
-            for j in range(K):
-                row[j] = d * (wkk * row[j] + s.z[j])
+            s.simd.scaled(s.grad + k * K, s.c[k], s.P + k * K, K)
 
 
 # --------------------------------------------------------------------------
@@ -98,10 +89,14 @@ cdef void snap2_update(RNN *s, bint contract) noexcept nogil:
             s.csub[a] = s.c[S[a]]
             for b in range(sz):
                 s.wsub[a * sz + b] = s.theta[S[a] * K + S[b]]
-        s.simd.product(s.wsub, sz, blk, ld, sz, sz, ld, s.tmp, ld)
+        # rows padded to a multiple of 4 (the tile height; wsub's extra rows
+        # are zero, their output rows unused) so no block takes the 1-row path
+        s.simd.product(s.wsub, sz, blk, ld, (sz + 3) & ~3, sz, ld, s.tmp, ld)
         if contract:
             memset(s.gsub, 0, ld * sizeof(float))
-        s.simd.epilogue(blk, ld, s.tmp, ld, sz, cw, s.dsub, s.csub, s.gsub, contract)
+        # over the padded width: padding columns of the block are zero and stay
+        # zero, and a whole number of vectors avoids the scalar tail
+        s.simd.epilogue(blk, ld, s.tmp, ld, sz, ld, s.dsub, s.csub, s.gsub, contract)
         # the delta_ki z[j] term: unit i's own row of the block
         d = s.dphi[i]
         ci = s.c[i]
@@ -144,46 +139,35 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
 
     Memory and cost O(n*K).  |u| = |dphi| |z| since nu_i^2 = 1.
     """
-    cdef int n = s.n, K = s.K, i, j
+    cdef int n = s.n, K = s.K, i, finite
     cdef float *nu = s.v1
     cdef float *dh = s.v2
-    cdef float *row
-    cdef double nt = 0.0, ndh = 0.0, nd = 0.0, nz = 0.0, rho0, rho1, acc, scale
+    cdef double nt, ndh, nd, nz, rho0, rho1, acc
     cdef double eps = 1e-7
     cdef unsigned long long bits = 0
-    cdef float a, r0inv
+    cdef float r0inv
+    s.simd.matvec(s.theta, K, s.uh, n, n, dh)           # W_rec h~
     for i in range(n):
-        acc = 0.0
-        row = s.theta + i * K
-        for j in range(n):
-            acc += row[j] * s.uh[j]
-        dh[i] = <float>(s.dphi[i] * acc)
-        ndh += <double>dh[i] * dh[i]
-        nd += <double>s.dphi[i] * s.dphi[i]
+        dh[i] *= s.dphi[i]
         if i % 64 == 0:
             bits = next_u64(s.rng)
         nu[i] = 1.0 if (bits >> (i % 64)) & 1 else -1.0
-    for j in range(n * K):
-        nt += <double>s.ut[j] * s.ut[j]
-    for j in range(K):
-        nz += <double>s.z[j] * s.z[j]
+    ndh = s.simd.sumsq(dh, n, &finite)
+    nd = s.simd.sumsq(s.dphi, n, &finite)
+    nz = s.simd.sumsq(s.z, K, &finite)
+    nt = s.simd.sumsq(s.ut, n * K, &finite)
     rho0 = sqrt((sqrt(nt) + eps) / (sqrt(ndh) + eps))
     rho1 = sqrt((sqrt(nd * nz) + eps) / (sqrt(<double>n) + eps))
     for i in range(n):
         s.uh[i] = <float>(rho0 * dh[i] + rho1 * nu[i])
     r0inv = <float>(1.0 / rho0)
     for i in range(n):
-        a = <float>(nu[i] * s.dphi[i] / rho1)
-        row = s.ut + i * K
-        for j in range(K):
-            row[j] = row[j] * r0inv + a * s.z[j]
+        s.simd.scale_add(s.ut + i * K, r0inv, s.z, <float>(nu[i] * s.dphi[i] / rho1), K)
     if contract:
         acc = 0.0
         for i in range(n):
             acc += <double>s.c[i] * s.uh[i]
-        scale = acc
-        for j in range(n * K):
-            s.grad[j] = <float>(scale * s.ut[j])
+        s.simd.scaled(s.grad, <float>acc, s.ut, n * K)
 
 
 # --------------------------------------------------------------------------
@@ -199,14 +183,12 @@ cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
     for t' = t, t-1, ..., down to k steps or the last reset.  Memory k(K + n),
     cost O(k n K) per learning step.  Equals BPTT of L_t when k >= t.
     """
-    cdef int n = s.n, K = s.K, k = s.window, i, j, back, slot
+    cdef int n = s.n, K = s.K, k = s.window, i, back, slot
     cdef long long held
     cdef float *dh = s.v1
     cdef float *da = s.v2
     cdef const float *zt
     cdef const float *dt
-    cdef float *row
-    cdef float a
     slot = <int>s.ring[0]
     memcpy(s.ring_z + slot * K, s.z, K * sizeof(float))
     memcpy(s.ring_d + slot * n, s.dphi, n * sizeof(float))
@@ -222,16 +204,9 @@ cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
         dt = s.ring_d + slot * n
         for i in range(n):
             da[i] = dh[i] * dt[i]
-        for i in range(n):
-            a = da[i]
-            row = s.grad + i * K
-            for j in range(K):
-                row[j] += a * zt[j]
+            s.simd.scale_add(s.grad + i * K, 1.0, zt, da[i], K)
         if back + 1 < held:
             memset(dh, 0, n * sizeof(float))
             for i in range(n):          # dh = W_rec^T da, row by row
-                a = da[i]
-                row = s.theta + i * K
-                for j in range(n):
-                    dh[j] += a * row[j]
+                s.simd.scale_add(dh, 1.0, s.theta + i * K, da[i], n)
         slot = (slot - 1 + k) % k

@@ -28,12 +28,31 @@ typedef void (*rtrl_epilogue_fn)(float *p, ptrdiff_t ldp, const float *t, int ld
                                  int n_rows, int width, const float *dphi,
                                  const float *c, float *g, int contract);
 
+typedef void (*rtrl_matvec_fn)(const float *w, ptrdiff_t ldw, const float *x,
+                               int rows, int cols, float *out);
+typedef void (*rtrl_scale_add_fn)(float *y, float a, const float *x, float b, ptrdiff_t n);
+typedef void (*rtrl_scaled_fn)(float *y, float a, const float *x, ptrdiff_t n);
+typedef double (*rtrl_sumsq_fn)(const float *x, ptrdiff_t n, int *finite);
+typedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
+                             ptrdiff_t n, float scale, float b1, float b2, float lr,
+                             float eps);
+
 /* The kernels of one instruction set. */
 typedef struct {
     rtrl_product_fn product;
     rtrl_epilogue_fn epilogue;
+    rtrl_matvec_fn matvec;
+    rtrl_scale_add_fn scale_add;
+    rtrl_scaled_fn scaled;
+    rtrl_sumsq_fn sumsq;
+    rtrl_adam_fn adam;
     const char *name;
 } rtrl_kernels;
+
+#define RTRL_KERNELS(SUFFIX, NAME) { \
+    rtrl_product_##SUFFIX, rtrl_epilogue_##SUFFIX, rtrl_matvec_##SUFFIX, \
+    rtrl_scale_add_##SUFFIX, rtrl_scaled_##SUFFIX, rtrl_sumsq_##SUFFIX, \
+    rtrl_adam_##SUFFIX, NAME }
 
 #define RTRL_VL 4
 #if defined(__aarch64__)
@@ -61,13 +80,10 @@ typedef struct {
 #include "_tile_impl.h"
 #endif
 
-static const rtrl_kernels rtrl_kernels_base = {
-    rtrl_product_base, rtrl_epilogue_base, "base"};
+static const rtrl_kernels rtrl_kernels_base = RTRL_KERNELS(base, "base");
 #ifdef RTRL_HAVE_X86_DISPATCH
-static const rtrl_kernels rtrl_kernels_avx2 = {
-    rtrl_product_avx2, rtrl_epilogue_avx2, "avx2"};
-static const rtrl_kernels rtrl_kernels_avx512 = {
-    rtrl_product_avx512, rtrl_epilogue_avx512, "avx512"};
+static const rtrl_kernels rtrl_kernels_avx2 = RTRL_KERNELS(avx2, "avx2");
+static const rtrl_kernels rtrl_kernels_avx512 = RTRL_KERNELS(avx512, "avx512");
 #endif
 
 /* The kernels for an instruction set named "base", "avx2" or "avx512", or

@@ -124,6 +124,112 @@ RTRL_EPILOGUE(float *p, ptrdiff_t ldp, const float *t, int ldt, int n_rows,
     }
 }
 
+/* Level-1/2 primitives at the same vector width, for the O(n^2) parts of a
+ * step (forward pass, cheap learners, optimiser).  Sums run over RTRL_VL
+ * lanes: a fixed order for a given instruction set. */
+
+RTRL_TARGET static inline __attribute__((always_inline)) float
+RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(RTRL_VEC v)
+{
+    float s = 0.0f;
+    for (int k = 0; k < RTRL_VL; ++k)
+        s += v[k];
+    return s;
+}
+
+/* out[i] = sum_j w[i*ldw + j] x[j], i < rows, j < cols */
+RTRL_TARGET static void
+RTRL_CAT(rtrl_matvec, RTRL_SUFFIX)(const float *w, ptrdiff_t ldw, const float *x,
+                                   int rows, int cols, float *out)
+{
+    for (int i = 0; i < rows; ++i) {
+        const float *row = w + (ptrdiff_t)i * ldw;
+        RTRL_VEC a0 = {0}, a1 = {0};
+        int j = 0;
+        for (; j + 2 * RTRL_VL <= cols; j += 2 * RTRL_VL) {
+            a0 += RTRL_LOAD(row + j) * RTRL_LOAD(x + j);
+            a1 += RTRL_LOAD(row + j + RTRL_VL) * RTRL_LOAD(x + j + RTRL_VL);
+        }
+        for (; j + RTRL_VL <= cols; j += RTRL_VL)
+            a0 += RTRL_LOAD(row + j) * RTRL_LOAD(x + j);
+        float acc = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(a0 + a1);
+        for (; j < cols; ++j)
+            acc += row[j] * x[j];
+        out[i] = acc;
+    }
+}
+
+/* y = a*y + b*x */
+RTRL_TARGET static void
+RTRL_CAT(rtrl_scale_add, RTRL_SUFFIX)(float *y, float a, const float *x, float b, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + RTRL_VL <= n; j += RTRL_VL)
+        RTRL_STORE(y + j, a * RTRL_LOAD(y + j) + b * RTRL_LOAD(x + j));
+    for (; j < n; ++j)
+        y[j] = a * y[j] + b * x[j];
+}
+
+/* y = a*x */
+RTRL_TARGET static void
+RTRL_CAT(rtrl_scaled, RTRL_SUFFIX)(float *y, float a, const float *x, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + RTRL_VL <= n; j += RTRL_VL)
+        RTRL_STORE(y + j, a * RTRL_LOAD(x + j));
+    for (; j < n; ++j)
+        y[j] = a * x[j];
+}
+
+/* sum x^2, and whether every x is finite (inf * 0 and NaN * 0 are NaN) */
+RTRL_TARGET static double
+RTRL_CAT(rtrl_sumsq, RTRL_SUFFIX)(const float *x, ptrdiff_t n, int *finite)
+{
+    RTRL_VEC a0 = {0}, a1 = {0}, z = {0};
+    ptrdiff_t j = 0;
+    for (; j + 2 * RTRL_VL <= n; j += 2 * RTRL_VL) {
+        RTRL_VEC v0 = RTRL_LOAD(x + j), v1 = RTRL_LOAD(x + j + RTRL_VL);
+        a0 += v0 * v0;
+        a1 += v1 * v1;
+        z += (v0 + v1) * 0.0f;
+    }
+    double acc = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(a0 + a1);
+    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(z);
+    for (; j < n; ++j) {
+        acc += (double)x[j] * x[j];
+        zs += x[j] * 0.0f;
+    }
+    *finite = zs == 0.0f;
+    return acc;
+}
+
+/* Adam's element update (Kingma & Ba 2015), g scaled by `scale`:
+ * m1 = b1 m1 + (1-b1) g;  m2 = b2 m2 + (1-b2) g^2;  theta -= lr m1 / (sqrt(m2) + eps) */
+RTRL_TARGET static void
+RTRL_CAT(rtrl_adam, RTRL_SUFFIX)(float *theta, float *m1, float *m2, const float *g,
+                                 ptrdiff_t n, float scale, float b1, float b2,
+                                 float lr, float eps)
+{
+    ptrdiff_t j = 0;
+    for (; j + RTRL_VL <= n; j += RTRL_VL) {
+        RTRL_VEC gv = scale * RTRL_LOAD(g + j);
+        RTRL_VEC a = b1 * RTRL_LOAD(m1 + j) + (1.0f - b1) * gv;
+        RTRL_VEC b = b2 * RTRL_LOAD(m2 + j) + (1.0f - b2) * gv * gv;
+        RTRL_VEC root;
+        for (int k = 0; k < RTRL_VL; ++k)
+            root[k] = __builtin_sqrtf(b[k]);
+        RTRL_STORE(m1 + j, a);
+        RTRL_STORE(m2 + j, b);
+        RTRL_STORE(theta + j, RTRL_LOAD(theta + j) - lr * a / (root + eps));
+    }
+    for (; j < n; ++j) {
+        float gi = scale * g[j];
+        m1[j] = b1 * m1[j] + (1.0f - b1) * gi;
+        m2[j] = b2 * m2[j] + (1.0f - b2) * gi * gi;
+        theta[j] -= lr * m1[j] / (__builtin_sqrtf(m2[j]) + eps);
+    }
+}
+
 #undef RTRL_EPILOGUE
 #undef RTRL_VEC
 #undef RTRL_LOAD

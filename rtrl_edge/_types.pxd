@@ -12,9 +12,24 @@ cdef extern from "_tile.h" nogil:
     ctypedef void (*rtrl_epilogue_fn)(float *p, Py_ssize_t ldp, const float *t, int ldt,
                                       int n_rows, int width, const float *dphi,
                                       const float *c, float *g, int contract) noexcept nogil
+    ctypedef void (*rtrl_matvec_fn)(const float *w, Py_ssize_t ldw, const float *x,
+                                    int rows, int cols, float *out) noexcept nogil
+    ctypedef void (*rtrl_scale_add_fn)(float *y, float a, const float *x, float b,
+                                       Py_ssize_t n) noexcept nogil
+    ctypedef void (*rtrl_scaled_fn)(float *y, float a, const float *x,
+                                    Py_ssize_t n) noexcept nogil
+    ctypedef double (*rtrl_sumsq_fn)(const float *x, Py_ssize_t n, int *finite) noexcept nogil
+    ctypedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
+                                  Py_ssize_t n, float scale, float b1, float b2, float lr,
+                                  float eps) noexcept nogil
     ctypedef struct rtrl_kernels:
-        rtrl_product_fn product
-        rtrl_epilogue_fn epilogue
+        rtrl_product_fn product     # out = W @ panel, register-blocked
+        rtrl_epilogue_fn epilogue   # the fused pass after it
+        rtrl_matvec_fn matvec       # out = W @ x
+        rtrl_scale_add_fn scale_add # y = a y + b x
+        rtrl_scaled_fn scaled       # y = a x
+        rtrl_sumsq_fn sumsq         # sum x^2, all finite?
+        rtrl_adam_fn adam           # Adam's element update
         const char *name
     const rtrl_kernels *rtrl_kernels_named(const char *name)
     const rtrl_kernels *rtrl_kernels_best()

@@ -395,7 +395,8 @@ class OnlineRNN:
             self._reject()
             raise ValueError(f"{name} must have shape (T, {width}) with T >= 1, "
                              f"got shape {arr.shape}")
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):   # beyond float32: rejected below
+            out = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(out).all():
             self._reject()
             raise ValueError(f"{name} must be finite (no NaN or inf, within float32 range); "
