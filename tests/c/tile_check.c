@@ -100,6 +100,64 @@ done:
     free(p); free(t); free(g); free(gref); free(dphi); free(c);
 }
 
+static void fill(float *x, int n) { for (int i = 0; i < n; ++i) x[i] = uniform(); }
+
+static void expect(const rtrl_kernels *k, const char *what, double got, double want,
+                   double tol)
+{
+    if (fabs(got - want) > tol * (fabs(want) + 1.0)) {
+        printf("FAIL %s %s: %.9g, want %.9g\n", k->name, what, got, want);
+        ++failures;
+    }
+}
+
+static void check_primitives(const rtrl_kernels *k, int n)
+{
+    const int ld = n + 3;
+    float *w = malloc(sizeof(float) * 5 * ld), *x = malloc(sizeof(float) * n);
+    float *y = malloc(sizeof(float) * n), *y0 = malloc(sizeof(float) * n);
+    float *out = malloc(sizeof(float) * 5);
+    float *th = malloc(sizeof(float) * n), *m1 = malloc(sizeof(float) * n);
+    float *m2 = malloc(sizeof(float) * n);
+    fill(w, 5 * ld); fill(x, n); fill(y0, n);
+    k->matvec(w, ld, x, 5, n, out);
+    for (int i = 0; i < 5; ++i) {
+        double ref = 0.0;
+        for (int j = 0; j < n; ++j) ref += (double)w[i * ld + j] * x[j];
+        expect(k, "matvec", out[i], ref, (n + 1) * FLT_EPSILON);
+    }
+    for (int j = 0; j < n; ++j) y[j] = y0[j];
+    k->scale_add(y, 0.5f, x, -2.0f, n);
+    for (int j = 0; j < n; ++j) expect(k, "scale_add", y[j], 0.5 * y0[j] - 2.0 * x[j], 1e-6);
+    k->scaled(y, 3.0f, x, n);
+    for (int j = 0; j < n; ++j) expect(k, "scaled", y[j], 3.0 * x[j], 1e-6);
+    int finite = 0;
+    double ss = k->sumsq(x, n, &finite), ref = 0.0;
+    for (int j = 0; j < n; ++j) ref += (double)x[j] * x[j];
+    expect(k, "sumsq", ss, ref, (n + 1) * FLT_EPSILON);
+    expect(k, "sumsq finite", finite, 1, 0);
+    if (n > 0) {
+        float keep = x[n - 1];
+        x[n - 1] = INFINITY;
+        k->sumsq(x, n, &finite);
+        expect(k, "sumsq sees inf", finite, 0, 0);
+        x[n - 1] = NAN;
+        k->sumsq(x, n, &finite);
+        expect(k, "sumsq sees nan", finite, 0, 0);
+        x[n - 1] = keep;
+    }
+    for (int j = 0; j < n; ++j) { th[j] = y0[j]; m1[j] = 0.1f * x[j]; m2[j] = 0.2f; }
+    k->adam(th, m1, m2, x, n, 0.5f, 0.9f, 0.99f, 0.01f, 1e-8f);
+    for (int j = 0; j < n; ++j) {
+        double g = 0.5 * x[j];
+        double a = 0.9 * 0.1 * x[j] + 0.1 * g, b = 0.99 * 0.2 + 0.01 * g * g;
+        expect(k, "adam m1", m1[j], a, 1e-6);
+        expect(k, "adam m2", m2[j], b, 1e-6);
+        expect(k, "adam theta", th[j], y0[j] - 0.01 * a / (sqrt(b) + 1e-8), 1e-6);
+    }
+    free(w); free(x); free(y); free(y0); free(out); free(th); free(m1); free(m2);
+}
+
 /* Out of line, so that the compiler cannot move the multiply across the
  * mode switches around its call. */
 __attribute__((noinline)) static float halve(volatile float *x)
@@ -147,7 +205,9 @@ int main(void)
         for (unsigned s = 0; s < sizeof widths / sizeof widths[0]; ++s) {
             check_epilogue(k, 5, widths[s], 0);
             check_epilogue(k, 5, widths[s], 1);
+            check_primitives(k, widths[s]);
         }
+        check_primitives(k, 265);
         printf("checked %s\n", k->name);
     }
     check_flush();
