@@ -13,7 +13,9 @@ except ImportError as exc:  # pragma: no cover - only hit in an unbuilt source t
         "(pip install .) or build in place (python setup.py build_ext --inplace)."
     ) from exc
 
-from .model import CheckpointError, OnlineRNN
+from .model import CELLS, LEARNERS, OPTIMIZERS, CheckpointError, OnlineRNN
+from .planning import plan
 
 __version__ = "0.1.0"
-__all__ = ["OnlineRNN", "CheckpointError", "__version__"]
+__all__ = ["OnlineRNN", "CheckpointError", "plan", "CELLS", "LEARNERS", "OPTIMIZERS",
+           "__version__"]

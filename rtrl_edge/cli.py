@@ -3,6 +3,8 @@
 Sub-commands:
   demo   stream a shipped respiration recording through an online learner and
          report forecast error, latency and memory; needs no hardware.
+  plan   the largest model of each learner and cell within a memory and/or
+         per-step time budget.
 """
 from __future__ import annotations
 
@@ -73,7 +75,69 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="print the summary only")
     demo.set_defaults(func=run_demo)
+
+    plan = sub.add_parser(
+        "plan", help="which learner, cell and size fit a memory and time budget",
+        description="For each learner and cell, the largest hidden size whose exact "
+                    "memory_bytes and predicted step time fit the budgets. Time is "
+                    "predicted by a cost model fitted to a few timed steps on this "
+                    "machine (under a second).")
+    plan.add_argument("--n-in", type=_positive_int, required=True, help="inputs per sample")
+    plan.add_argument("--n-out", type=_positive_int, required=True, help="outputs per sample")
+    plan.add_argument("--memory", type=_byte_size, metavar="BYTES",
+                      help="memory budget, e.g. 200000, 512KiB, 4MB")
+    plan.add_argument("--step-us", type=_positive_float, metavar="US",
+                      help="time budget of one learning step, in microseconds")
+    plan.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                      help="optimiser (default: %(default)s)")
+    plan.add_argument("--window", type=_positive_int, default=16,
+                      help="tbptt truncation (default: %(default)s)")
+    plan.add_argument("--rec-density", type=_positive_float, default=0.1,
+                      help="snap2 density of W_rec (default: %(default)s)")
+    plan.set_defaults(func=run_plan)
     return parser
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2,
+          "gb": 1000 ** 3, "gib": 1024 ** 3}
+
+
+def _byte_size(text: str) -> int:
+    """'512KiB' -> 524288; plain numbers are bytes."""
+    t = text.strip().lower().replace(" ", "")
+    number = t.rstrip("kmgib")
+    unit = t[len(number):]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 200000, 512KiB or 4MB, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return int(value)
+
+
+def run_plan(args: argparse.Namespace, out=sys.stdout) -> int:
+    from .planning import format_plan, plan
+    if args.memory is None and args.step_us is None:
+        print("rtrl-edge plan: give --memory and/or --step-us", file=sys.stderr)
+        return 2
+    if args.rec_density > 1:
+        print("rtrl-edge plan: --rec-density must be in (0, 1]", file=sys.stderr)
+        return 2
+    options = plan(args.n_in, args.n_out, memory_bytes=args.memory, step_us=args.step_us,
+                   optimizer=args.optimizer, window=args.window,
+                   rec_density=args.rec_density)
+    budget = " and ".join(part for part in (
+        f"{args.memory:,} bytes" if args.memory else "",
+        f"{args.step_us:g} us per step" if args.step_us else "") if part)
+    print(f"largest model of each kind within {budget} "
+          f"(n_in={args.n_in}, n_out={args.n_out}, {args.optimizer}):", file=out)
+    print(format_plan(options) if options else "  nothing fits", file=out)
+    if args.step_us:
+        print("step times: a cost model fitted on this machine just now; medians, "
+              "within about 15 % while the model fits in cache", file=out)
+    return 0
 
 
 def run_demo(args: argparse.Namespace, out=sys.stdout) -> int:
