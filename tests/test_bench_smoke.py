@@ -81,3 +81,26 @@ def test_write_replaces_only_its_readme_block(monkeypatch, tmp_path):
     saved = json.loads((results / "bench_step.json").read_text())
     assert saved["rows"][0]["n_hidden"] == 4
     assert saved["environment"]["thread_env"]["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_learners_benchmark_quick_run(monkeypatch):
+    """benchmarks/bench_learners.py runs every configuration and reports a
+    positive latency and the model's own memory_bytes for each."""
+    import sys
+    for var in THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+    monkeypatch.syspath_prepend(os.path.dirname(BENCH))
+    spec = importlib.util.spec_from_file_location(
+        "bench_learners_under_test", os.path.join(os.path.dirname(BENCH), "bench_learners.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--quick", "--no-write", "--sizes", "8", "16"])
+    import rtrl_edge
+    for n in ("8", "16"):
+        assert set(out["results"][n]) == {label for label, _, _ in bench.CONFIGS}
+        for label, kw, _ in bench.CONFIGS:
+            row = out["results"][n][label]
+            assert positive_finite(row["median_us"]) and row["p99_us"] >= row["median_us"]
+            assert row["memory_bytes"] == rtrl_edge.OnlineRNN(8, int(n), 1, **kw).memory_bytes
+    assert [t["status"] for t in out["targets"]] == ["not measured"] * 4
+    sys.modules.pop("bench_step", None)

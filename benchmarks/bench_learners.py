@@ -1,0 +1,213 @@
+"""Per-step latency and memory of every learner against n_hidden, in one run.
+
+For each hidden size n (n_in = 8, n_out = 1, sgd) and each learner/cell, one
+full learning step ``net.step(x, y)`` is timed call by call with
+``time.perf_counter_ns`` (data built outside the timer, warm-up first); the
+configurations of one size are interleaved in rounds so that machine noise
+hits all alike.  Exact RTRL runs up to n = 128, the others up to 512.
+
+Targets (issue 3), reported as met or missed, never asserted:
+  snap1, uoro and cell="diag" at n = 256: under 50 µs per step;
+  snap2 at density 0.1: at least 20x cheaper than rtrl at n = 64.
+
+    pip install ".[bench]" && python benchmarks/bench_learners.py
+    python benchmarks/bench_learners.py --quick --no-write     # smoke run
+
+Writes results/bench_learners.json, results/bench_learners.png and the block
+between the bench_learners markers in benchmarks/README.md.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_step as common  # noqa: E402  (sets the BLAS thread variables first)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = common.HERE
+JSON_PATH = os.path.join(common.RESULTS_DIR, "bench_learners.json")
+PNG_PATH = os.path.join(common.RESULTS_DIR, "bench_learners.png")
+BEGIN, END = "<!-- bench_learners:begin -->", "<!-- bench_learners:end -->"
+N_IN, N_OUT = 8, 1
+
+#: (label, constructor keywords, largest n_hidden)
+CONFIGS = (
+    ("rtrl", dict(learner="rtrl"), 128),
+    ("snap2 d=0.1", dict(learner="snap2", rec_density=0.1), 512),
+    ("snap1", dict(learner="snap1"), 512),
+    ("uoro", dict(learner="uoro"), 512),
+    ("tbptt k=16", dict(learner="tbptt", window=16), 512),
+    ("diag (rtrl)", dict(cell="diag"), 512),
+)
+SIZES = (8, 16, 32, 64, 128, 256, 512)
+
+
+def _reps(net, xs, ys, quick):
+    """Enough calls for about 0.3 s per configuration (0.03 s with --quick)."""
+    t0 = time.perf_counter()
+    common.time_calls(net.step, xs, ys, 0, 10, np.zeros(10, np.int64), 0)
+    per = (time.perf_counter() - t0) / 10
+    budget = 0.03 if quick else 0.3
+    return int(min(20000 if not quick else 200, max(50 if quick else 300, budget / per)))
+
+
+def bench_size(rtrl_edge, n, *, quick, rounds, seed):
+    nets = {label: rtrl_edge.OnlineRNN(N_IN, n, N_OUT, optimizer="sgd", lr=1e-3,
+                                       seed=seed, **kw)
+            for label, kw, top in CONFIGS if n <= top}
+    xs, ys = common.make_data(20, seed + 1)
+    reps = {label: _reps(net, xs, ys, quick) for label, net in nets.items()}
+    block = {label: max(1, r // rounds) for label, r in reps.items()}
+    data = common.make_data(max(block.values()) * rounds, seed + 2)
+    samples = {label: np.zeros(block[label] * rounds, np.int64) for label in nets}
+    labels = list(nets)
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            common.time_calls(nets[label].step, *data, r * block[label], block[label],
+                              samples[label], r * block[label])
+    return {label: dict(common.summarize(samples[label]),
+                        memory_bytes=int(nets[label].memory_bytes))
+            for label in labels}
+
+
+def evaluate_targets(results):
+    def med(label, n):
+        return results.get(str(n), {}).get(label, {}).get("median_us")
+    out = []
+    for label in ("snap1", "uoro", "diag (rtrl)"):
+        value = med(label, 256)
+        out.append(dict(text=f"{label} at n=256 under 50 µs per step", value=value,
+                        unit="µs", status="not measured" if value is None
+                        else "met" if value < 50 else "missed"))
+    r, s = med("rtrl", 64), med("snap2 d=0.1", 64)
+    ratio = None if r is None or s is None else r / s
+    out.append(dict(text="snap2 (density 0.1) at least 20x cheaper than rtrl at n=64",
+                    value=ratio, unit="x", status="not measured" if ratio is None
+                    else "met" if ratio >= 20 else "missed"))
+    return out
+
+
+def format_tables(results, sizes):
+    labels = [label for label, _, _ in CONFIGS]
+    head = "| learner | " + " | ".join(f"n={n}" for n in sizes) + " |"
+    sep = "|---|" + "---:|" * len(sizes)
+    lat, mem = [head, sep], [head, sep]
+    for label in labels:
+        cells_t, cells_m = [], []
+        for n in sizes:
+            row = results[str(n)].get(label)
+            cells_t.append("—" if row is None else
+                           f"{row['median_us']:.3g} / {row['p99_us']:.3g}")
+            cells_m.append("—" if row is None else f"{row['memory_bytes'] / 1024:,.1f}")
+        lat.append(f"| {label} | " + " | ".join(cells_t) + " |")
+        mem.append(f"| {label} | " + " | ".join(cells_m) + " |")
+    return ("µs per learning step, median / p99 (n_in = 8, n_out = 1, sgd):\n\n"
+            + "\n".join(lat) + "\n\n`memory_bytes`, KiB:\n\n" + "\n".join(mem))
+
+
+def format_targets(targets):
+    lines = []
+    for t in targets:
+        value = "—" if t["value"] is None else (
+            f"{t['value']:.1f} µs" if t["unit"] == "µs" else f"{t['value']:.1f}x")
+        mark = {"met": "**met**", "missed": "**MISSED**"}.get(t["status"], t["status"])
+        lines.append(f"- {t['text']}: {value} -- {mark}")
+    return "\n".join(lines)
+
+
+def write_plot(results, sizes, env):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for label, _, _ in CONFIGS:
+        ns = [n for n in sizes if label in results[str(n)]]
+        med = np.array([results[str(n)][label]["median_us"] for n in ns])
+        p99 = np.array([results[str(n)][label]["p99_us"] for n in ns])
+        mem = np.array([results[str(n)][label]["memory_bytes"] for n in ns]) / 1024
+        line, = ax_t.plot(ns, med, "o-", label=label)
+        ax_t.fill_between(ns, med, p99, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax_m.plot(ns, mem, "o-", color=line.get_color(), label=label)
+    for ax, ylabel in ((ax_t, "µs per learning step (median; band to p99)"),
+                       (ax_m, "memory_bytes (KiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(list(sizes))
+        ax.set_xticklabels([str(n) for n in sizes])
+        ax.set_xlabel("n_hidden (n_in = 8, n_out = 1)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.axhline(50, color="grey", linestyle=":", linewidth=1)
+    ax_t.legend(fontsize=8)
+    fig.suptitle(f"Every learner, one thread, sgd — {env['cpu_model']}, {env['date'][:10]}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(PNG_PATH, dpi=110)
+    plt.close(fig)
+    return PNG_PATH
+
+
+def write_readme(text):
+    with open(common.README_PATH, encoding="utf-8") as f:
+        doc = f.read()
+    block = f"{BEGIN}\n{text}\n{END}"
+    b, e = doc.find(BEGIN), doc.find(END)
+    if b != -1 and e > b:
+        doc = doc[:b] + block + doc[e + len(END):]
+    else:
+        doc = (doc.rstrip("\n") + "\n\n## `bench_learners.py` -- every learner against "
+               "n_hidden\n\nOne learning step (sgd) of each learner and cell, n_in = 8, "
+               "n_out = 1, the configurations of one size interleaved in rounds. "
+               "Regenerate:\n\n    pip install \".[bench]\" && python "
+               "benchmarks/bench_learners.py\n\n" + block + "\n")
+    with open(common.README_PATH, "w", encoding="utf-8") as f:
+        f.write(doc)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), metavar="N")
+    p.add_argument("--quick", action="store_true", help="smoke run, numbers not meaningful")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
+    import rtrl_edge
+    env = common.environment(rtrl_edge)
+    results = {}
+    for n in args.sizes:
+        t0 = time.perf_counter()
+        results[str(n)] = bench_size(rtrl_edge, n, quick=args.quick, rounds=rounds,
+                                     seed=args.seed)
+        print(f"  n={n}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    targets = evaluate_targets(results)
+    text = (format_tables(results, args.sizes) + "\n\nTargets:\n" + format_targets(targets)
+            + "\n\nEnvironment: " + common.format_environment(env))
+    print(text)
+    if not args.no_write:
+        os.makedirs(common.RESULTS_DIR, exist_ok=True)
+        given = list(argv) if argv is not None else sys.argv[1:]
+        result = dict(benchmark="bench_learners", quick=args.quick,
+                      command=" ".join(["python benchmarks/bench_learners.py", *given]),
+                      environment=env, results=results, targets=targets)
+        with open(JSON_PATH, "w", encoding="utf-8") as f:
+            json.dump(common.to_json(result), f, indent=2)
+            f.write("\n")
+        png = write_plot(results, args.sizes, env)
+        note = ("![latency and memory of every learner](results/bench_learners.png)"
+                if png else "(No plot: matplotlib is not installed.)")
+        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
+                     f"All numbers: `results/bench_learners.json`.")
+    return dict(results=results, targets=targets)
+
+
+if __name__ == "__main__":
+    main()
