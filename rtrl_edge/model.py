@@ -191,6 +191,7 @@ class OnlineRNN:
                             optimizer=optimizer, lr=lr, clip=clip,
                             normalize=bool(normalize), seed=seed, cell=cell, window=window,
                             rec_density=None if rec_density is None else float(rec_density),
+                            rec_mask=None if rec_mask is None else mask.copy(),
                             beta1=float(beta1), beta2=float(beta2), adam_eps=adam_eps,
                             norm_window=norm_window)
         self._mask = mask
@@ -292,8 +293,12 @@ class OnlineRNN:
 
     @property
     def config(self) -> dict:
-        """The constructor arguments (a copy)."""
-        return dict(self._config)
+        """The constructor arguments (a copy): ``OnlineRNN(**net.config)``
+        builds the same model, freshly initialised."""
+        cfg = dict(self._config)
+        if cfg["rec_mask"] is not None:
+            cfg["rec_mask"] = cfg["rec_mask"].copy()
+        return cfg
 
     @property
     def params(self) -> Dict[str, np.ndarray]:
@@ -495,7 +500,9 @@ class OnlineRNN:
         arrays["counters"] = np.array([c[k] for k in _STATE_COUNTERS], dtype=np.int64)
         if self._mask is not None:
             arrays["rec_mask"] = self._mask.copy()
-        arrays["config"] = np.array(json.dumps(self._config, sort_keys=True))
+        # the mask is an array: stored beside the JSON configuration
+        config = dict(self._config, rec_mask=self._config["rec_mask"] is not None)
+        arrays["config"] = np.array(json.dumps(config, sort_keys=True))
         arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
         arrays["checksum"] = np.array(_checksum(arrays))
         return arrays
@@ -531,11 +538,18 @@ class OnlineRNN:
                                   f"or corrupted after it was written")
         try:
             config = json.loads(str(arrays["config"]))
-            if "rec_mask" in arrays:          # the mask is stored, not redrawn
-                config.update(rec_density=None, rec_mask=arrays["rec_mask"])
+            if config.get("rec_mask"):
+                config["rec_mask"] = arrays["rec_mask"]
+            else:
+                config["rec_mask"] = None
             net = cls(**config)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"{path!r} holds an invalid configuration: {exc}") from exc
+        stored = arrays.get("rec_mask")
+        if (stored is None) != (net._mask is None) or (
+                stored is not None and not np.array_equal(stored, net._mask)):
+            raise CheckpointError(f"{path!r}: the stored W_rec mask does not match its "
+                                  f"configuration")
         net._restore(arrays, path)
         return net
 
