@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import __version__, data
-from .model import LEARNERS, OPTIMIZERS, OnlineRNN
+from .model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
 
 
 def _positive_int(text: str) -> int:
@@ -66,9 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hidden units (default: %(default)s)")
     demo.add_argument("--learner", choices=LEARNERS, default="rtrl",
                       help="sensitivity learner (default: %(default)s)")
-    demo.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+    demo.add_argument("--cell", choices=CELLS, default="elman",
+                      help="recurrent cell; diag needs --learner rtrl and an even "
+                           "--hidden (default: %(default)s)")
+    demo.add_argument("--window", type=_positive_int, default=16,
+                      help="truncation of --learner tbptt (default: %(default)s)")
+    demo.add_argument("--rec-density", type=_positive_float, default=None,
+                      help="sparse W_rec keeping this fraction (needed to make "
+                           "--learner snap2 cheaper than rtrl)")
+    demo.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                       help="online optimiser (default: %(default)s)")
-    demo.add_argument("--lr", type=_positive_float, default=3e-3,
+    demo.add_argument("--lr", type=_positive_float, default=1e-2,
                       help="learning rate (default: %(default)s)")
     demo.add_argument("--clip", type=_positive_float, default=1.0,
                       help="clip each step's gradient to this norm (default: %(default)s)")
@@ -165,10 +173,17 @@ def run_demo(args: argparse.Namespace, out=sys.stdout) -> int:
         f"3 channels (marker x, y, z in mm)")
     for note in rec.dropped:
         say(f"  loader dropped {note}")
-    net = OnlineRNN(3, args.hidden, 3, learner=args.learner, optimizer=args.optimizer,
-                    lr=args.lr, clip=args.clip, normalize=True, seed=args.seed)
-    say(f"  model: {net.learner} learner, {args.hidden} hidden units, {args.optimizer} "
-        f"lr={args.lr:g}, memory_bytes={net.memory_bytes:,}")
+    try:
+        net = OnlineRNN(3, args.hidden, 3, learner=args.learner, cell=args.cell,
+                        optimizer=args.optimizer, lr=args.lr, clip=args.clip,
+                        normalize=True, seed=args.seed,
+                        window=args.window if args.learner == "tbptt" else None,
+                        rec_density=args.rec_density)
+    except ValueError as exc:
+        say(f"rtrl-edge demo: {exc}")
+        return 2
+    say(f"  model: {net.learner} learner, {net.cell} cell, {args.hidden} hidden units, "
+        f"{args.optimizer} lr={args.lr:g}, memory_bytes={net.memory_bytes:,}")
     say(f"  task: forecast {h} sample(s) = {1000 * h / rec.sample_rate_hz:.0f} ms ahead; "
         f"every forecast is made before its target is seen")
 
