@@ -1,0 +1,14 @@
+"""Host side of the firmware bridge (firmware_bridge/PROTOCOL.md).
+
+    framing   CRC-16/CCITT-FALSE, COBS, `encode_frame`, `FrameDecoder`
+    messages  the protocol's messages: `decode`, `encode`, `Hello`, `Sample`, ...
+    link      `SerialLink`: pyserial by URL, bounded buffers, reconnect
+"""
+from . import messages
+from .framing import (MAX_PAYLOAD, FrameDecoder, cobs_decode, cobs_encode, crc16_ccitt,
+                      encode_frame)
+from .link import LinkError, SerialLink
+from .messages import ProtocolError
+
+__all__ = ["MAX_PAYLOAD", "FrameDecoder", "cobs_decode", "cobs_encode", "crc16_ccitt",
+           "encode_frame", "messages", "ProtocolError", "SerialLink", "LinkError"]

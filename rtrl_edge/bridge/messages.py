@@ -1,0 +1,182 @@
+"""Payloads of the serial protocol (firmware_bridge/PROTOCOL.md §2-3).
+
+A payload is a 7-byte header (type u8, seq u16, t_us u32, little-endian)
+and a body.  `decode` turns a CRC-checked payload into one of the message
+classes below, or raises `ProtocolError`; `encode` does the reverse.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+from .framing import MAX_PAYLOAD
+
+VERSION = 1
+HEADER = struct.Struct("<BHI")
+MAX_CHANNELS = 6
+MAX_ACTUATORS = 4
+
+HELLO, SAMPLE, COMMAND, HEARTBEAT, ERROR, HELLO_REQUEST, CONFIGURE = range(1, 8)
+TYPE_NAMES = {HELLO: "HELLO", SAMPLE: "SAMPLE", COMMAND: "COMMAND",
+              HEARTBEAT: "HEARTBEAT", ERROR: "ERROR", HELLO_REQUEST: "HELLO_REQUEST",
+              CONFIGURE: "CONFIGURE"}
+ERROR_NAMES = {1: "BAD_CRC", 2: "BAD_COBS", 3: "OVERFLOW", 4: "UNKNOWN_TYPE",
+               5: "BAD_LENGTH", 6: "SAMPLE_LATE"}
+MODE_ANALOG, MODE_PLANT = 0, 1
+
+
+class ProtocolError(ValueError):
+    """A CRC-valid payload that does not follow the protocol."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The device's schema: channel count, scaling, sample period."""
+    version: int
+    n_channels: int
+    n_actuators: int
+    mode: int
+    period_us: int
+    scale: Tuple[float, ...]
+    offset: Tuple[float, ...]
+    seq: int = 0
+    t_us: int = 0
+
+    @property
+    def sample_rate_hz(self) -> float:
+        return 1e6 / self.period_us if self.period_us else float("nan")
+
+
+@dataclass(frozen=True)
+class Sample:
+    raw: Tuple[int, ...]
+    seq: int = 0
+    t_us: int = 0
+
+    def values(self, hello: Hello) -> Tuple[float, ...]:
+        """Channel values in the device's units (raw * scale + offset)."""
+        return tuple(r * s + o for r, s, o in zip(self.raw, hello.scale, hello.offset))
+
+
+@dataclass(frozen=True)
+class Command:
+    values: Tuple[int, ...]
+    seq: int = 0
+    t_us: int = 0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    seq: int = 0
+    t_us: int = 0
+
+
+@dataclass(frozen=True)
+class Error:
+    code: int
+    count: int
+    seq: int = 0
+    t_us: int = 0
+
+    @property
+    def name(self) -> str:
+        return ERROR_NAMES.get(self.code, f"code {self.code}")
+
+
+@dataclass(frozen=True)
+class HelloRequest:
+    seq: int = 0
+    t_us: int = 0
+
+
+@dataclass(frozen=True)
+class Configure:
+    period_us: int = 0              # 0: keep
+    mode: int = 0xFF                # 0xFF: keep
+    seq: int = 0
+    t_us: int = 0
+
+
+Message = Union[Hello, Sample, Command, Heartbeat, Error, HelloRequest, Configure]
+
+
+def _expect(kind, body, size):
+    if len(body) != size:
+        raise ProtocolError(f"{TYPE_NAMES[kind]} body must be {size} bytes, got {len(body)}")
+
+
+def decode(payload: bytes) -> Message:
+    """One message from a CRC-checked payload."""
+    if len(payload) < HEADER.size:
+        raise ProtocolError(f"payload of {len(payload)} bytes is shorter than the "
+                            f"{HEADER.size}-byte header")
+    kind, seq, t_us = HEADER.unpack_from(payload)
+    body = bytes(payload[HEADER.size:])
+    if kind == SAMPLE:
+        if len(body) % 2 or not 2 <= len(body) <= 2 * MAX_CHANNELS:
+            raise ProtocolError(f"SAMPLE body must hold 1..{MAX_CHANNELS} int16, got "
+                                f"{len(body)} bytes")
+        return Sample(struct.unpack(f"<{len(body) // 2}h", body), seq, t_us)
+    if kind == HELLO:
+        if len(body) < 8:
+            raise ProtocolError(f"HELLO body must be at least 8 bytes, got {len(body)}")
+        version, n_ch, n_act, mode, period = struct.unpack_from("<BBBBI", body)
+        if not 1 <= n_ch <= MAX_CHANNELS or n_act > MAX_ACTUATORS:
+            raise ProtocolError(f"HELLO announces {n_ch} channels and {n_act} actuators; "
+                                f"the protocol allows 1..{MAX_CHANNELS} and 0..{MAX_ACTUATORS}")
+        _expect(kind, body, 8 + 8 * n_ch)
+        pairs = struct.unpack_from(f"<{2 * n_ch}f", body, 8)
+        return Hello(version, n_ch, n_act, mode, period, pairs[0::2], pairs[1::2], seq, t_us)
+    if kind == COMMAND:
+        if len(body) % 2 or len(body) > 2 * MAX_ACTUATORS:
+            raise ProtocolError(f"COMMAND body must hold 0..{MAX_ACTUATORS} int16, got "
+                                f"{len(body)} bytes")
+        return Command(struct.unpack(f"<{len(body) // 2}h", body), seq, t_us)
+    if kind == HEARTBEAT:
+        _expect(kind, body, 0)
+        return Heartbeat(seq, t_us)
+    if kind == ERROR:
+        _expect(kind, body, 3)
+        code, count = struct.unpack("<BH", body)
+        return Error(code, count, seq, t_us)
+    if kind == HELLO_REQUEST:
+        _expect(kind, body, 0)
+        return HelloRequest(seq, t_us)
+    if kind == CONFIGURE:
+        _expect(kind, body, 5)
+        period, mode = struct.unpack("<IB", body)
+        return Configure(period, mode, seq, t_us)
+    raise ProtocolError(f"unknown message type 0x{kind:02x}")
+
+
+def encode(msg: Message, seq: int = None, t_us: int = None) -> bytes:
+    """The payload of `msg`; `seq` and `t_us` default to the message's own."""
+    seq = (msg.seq if seq is None else seq) & 0xFFFF
+    t_us = (msg.t_us if t_us is None else t_us) & 0xFFFFFFFF
+    if isinstance(msg, Sample):
+        kind, body = SAMPLE, struct.pack(f"<{len(msg.raw)}h", *msg.raw)
+    elif isinstance(msg, Hello):
+        kind = HELLO
+        body = struct.pack("<BBBBI", msg.version, msg.n_channels, msg.n_actuators,
+                           msg.mode, msg.period_us)
+        body += struct.pack(f"<{2 * msg.n_channels}f",
+                            *[v for pair in zip(msg.scale, msg.offset) for v in pair])
+    elif isinstance(msg, Command):
+        if len(msg.values) > MAX_ACTUATORS:
+            raise ProtocolError(f"a COMMAND carries at most {MAX_ACTUATORS} values")
+        kind, body = COMMAND, struct.pack(f"<{len(msg.values)}h", *msg.values)
+    elif isinstance(msg, Heartbeat):
+        kind, body = HEARTBEAT, b""
+    elif isinstance(msg, Error):
+        kind, body = ERROR, struct.pack("<BH", msg.code, msg.count)
+    elif isinstance(msg, HelloRequest):
+        kind, body = HELLO_REQUEST, b""
+    elif isinstance(msg, Configure):
+        kind, body = CONFIGURE, struct.pack("<IB", msg.period_us, msg.mode)
+    else:
+        raise TypeError(f"not a protocol message: {msg!r}")
+    payload = HEADER.pack(kind, seq, t_us) + body
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return payload
