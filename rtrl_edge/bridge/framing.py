@@ -91,11 +91,12 @@ class FrameDecoder:
     - ``overflows``: runs of more than ``max_encoded_size(max_payload)`` bytes
       without a delimiter (dropped up to the next delimiter)
     - ``bytes``: bytes fed
+    - ``resyncs``: a cut first frame after ``reset(mid_stream=True)``
 
     Memory: one bytearray of the largest legal encoded frame, allocated here.
     """
 
-    __slots__ = ("max_payload", "_limit", "_buf", "_len", "_skipping", "stats")
+    __slots__ = ("max_payload", "_limit", "_buf", "_len", "_skipping", "_syncing", "stats")
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):
         if not 1 <= int(max_payload) <= 4096:
@@ -105,13 +106,21 @@ class FrameDecoder:
         self._buf = bytearray(self._limit)
         self._len = 0
         self._skipping = False          # after an overflow: drop up to the next 0x00
+        self._syncing = False           # joined mid-stream: the first frame may be cut
         self.stats: Dict[str, int] = dict(frames=0, crc_errors=0, cobs_errors=0,
-                                          overflows=0, bytes=0)
+                                          overflows=0, bytes=0, resyncs=0)
 
-    def reset(self) -> None:
-        """Forget a partial frame (e.g. after a reconnect); stats are kept."""
+    def reset(self, mid_stream: bool = False) -> None:
+        """Forget a partial frame; stats are kept.  With ``mid_stream`` (a
+        port just opened on a running sender), bytes up to the first delimiter
+        are the tail of a frame sent before we listened: if they do not form
+        a valid frame they are counted in ``resyncs``, not as errors."""
         self._len = 0
         self._skipping = False
+        self._syncing = bool(mid_stream)
+
+    def _drop(self, bucket: str) -> None:
+        self.stats["resyncs" if self._syncing else bucket] += 1
 
     def feed(self, data) -> List[bytes]:
         raw = data if isinstance(data, (bytes, bytearray)) else bytes(data)
@@ -145,25 +154,29 @@ class FrameDecoder:
 
     def _complete(self, out: List[bytes]) -> None:
         if self._skipping:
-            self._skipping = False
+            self._skipping = self._syncing = False
             return
         size, self._len = self._len, 0
         if size == 0:
+            self._syncing = False
             return                      # two delimiters in a row: not a frame
+        payload = self._check(bytes(self._buf[:size]))
+        self._syncing = False
+        if payload is not None:
+            self.stats["frames"] += 1
+            out.append(payload)
+
+    def _check(self, block: bytes):
+        """The payload of one encoded block, or None (counted)."""
         try:
-            decoded = cobs_decode(bytes(self._buf[:size]))
+            decoded = cobs_decode(block)
         except ValueError:
-            self.stats["cobs_errors"] += 1
-            return
+            return self._drop("cobs_errors")
         if len(decoded) < 3:            # no room for a CRC and at least one byte
-            self.stats["cobs_errors"] += 1
-            return
+            return self._drop("cobs_errors")
         payload, crc = decoded[:-2], decoded[-2:]
         if crc16_ccitt(payload) != int.from_bytes(crc, "big"):
-            self.stats["crc_errors"] += 1
-            return
+            return self._drop("crc_errors")
         if len(payload) > self.max_payload:
-            self.stats["overflows"] += 1
-            return
-        self.stats["frames"] += 1
-        out.append(payload)
+            return self._drop("overflows")
+        return payload

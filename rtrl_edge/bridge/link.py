@@ -107,7 +107,7 @@ class SerialLink:
             self._schedule_retry()
             return False
         self._port = port
-        self._decoder.reset()
+        self._decoder.reset(mid_stream=True)
         self._rx_seq = None
         self._delay = self.backoff[0]
         if not first:
