@@ -1,0 +1,1 @@
+../../firmware/crc16.h
