@@ -64,11 +64,11 @@ def cobs_decode(data: bytes) -> bytes:
 
 
 def encode_frame(payload: bytes) -> bytes:
-    """One wire frame for `payload` (at most MAX_PAYLOAD bytes)."""
+    """One wire frame for `payload` (1 to MAX_PAYLOAD bytes)."""
     payload = bytes(payload)
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload is {len(payload)} bytes; the protocol allows at most "
-                         f"{MAX_PAYLOAD}")
+    if not 1 <= len(payload) <= MAX_PAYLOAD:
+        raise ValueError(f"payload is {len(payload)} bytes; a frame carries at least 1 "
+                         f"and at most {MAX_PAYLOAD}")
     return cobs_encode(payload + crc16_ccitt(payload).to_bytes(2, "big")) + DELIMITER
 
 

@@ -2,14 +2,15 @@
 schema checks, sequence-gap counting and reconnection with back-off.
 
 `SerialLink` is synchronous and single-threaded: call `poll()` from the
-loop that consumes samples.  It never raises for what the line does (noise,
-a vanished port); it counts, reconnects and carries on.  It raises
-`LinkError` only where the caller asked for something that cannot be done
-(opening a port that does not exist with ``reconnect=False``).
+loop that consumes samples.  With ``reconnect=True`` (the default) it never
+raises for what the line does (noise, a vanished port): it counts,
+reconnects and carries on.  With ``reconnect=False`` a port that cannot be
+opened, or goes away, raises `LinkError`.
 """
 from __future__ import annotations
 
 import errno
+import queue
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -76,7 +77,9 @@ class SerialLink:
         self._delay = self.backoff[0]
         self._rx_seq: Optional[int] = None
         self._tx_seq = 0
+        self._closed = False
         self.hello: Optional[messages.Hello] = None
+        self.refused: Optional[str] = None   # why the device's stream is refused
         self.stats: Dict[str, int] = dict(samples=0, seq_gaps=0, protocol_errors=0,
                                           rejected_samples=0, sent=0, write_errors=0,
                                           reconnects=0, disconnects=0)
@@ -139,11 +142,13 @@ class SerialLink:
     def _ensure_open(self) -> bool:
         if self._port is not None:
             return True
-        if self._clock() < self._next_attempt:
+        if self._closed or self._clock() < self._next_attempt:
             return False
         return self._open()
 
     def close(self) -> None:
+        """Close the port for good: later calls neither read nor reopen."""
+        self._closed = True
         if self._port is not None:
             try:
                 self._port.close()
@@ -181,25 +186,33 @@ class SerialLink:
     def _decode(self, payloads: Sequence[bytes]) -> List[messages.Message]:
         out = []
         for payload in payloads:
+            is_hello = len(payload) >= 3 and payload[0] == messages.HELLO
+            if len(payload) >= 3:
+                # the header's seq counts even if the body turns out malformed;
+                # a HELLO (a device reset) starts a new sequence
+                seq = payload[1] | payload[2] << 8
+                if (self._rx_seq is not None and not is_hello
+                        and seq != (self._rx_seq + 1) & 0xFFFF):
+                    self.stats["seq_gaps"] += 1
+                self._rx_seq = seq
             try:
                 msg = messages.decode(payload)
             except messages.ProtocolError as exc:
                 self.stats["protocol_errors"] += 1
                 self.last_error = str(exc)
                 continue
-            seq = msg.seq
-            if self._rx_seq is not None and seq != (self._rx_seq + 1) & 0xFFFF:
-                self.stats["seq_gaps"] += 1
-            self._rx_seq = seq
             if isinstance(msg, messages.Hello):
                 if msg.version != messages.VERSION:
                     self.stats["protocol_errors"] += 1
-                    self.last_error = (f"device speaks protocol version {msg.version}; "
-                                       f"this host speaks {messages.VERSION}")
+                    self.refused = (f"device speaks protocol version {msg.version}; "
+                                    f"this host speaks {messages.VERSION}")
+                    self.last_error = self.refused
+                    self.hello = None
                     continue
-                self.hello = msg
+                self.hello, self.refused = msg, None
             elif isinstance(msg, messages.Sample):
-                if self.hello is not None and len(msg.raw) != self.hello.n_channels:
+                if self.refused or (self.hello is not None
+                                    and len(msg.raw) != self.hello.n_channels):
                     self.stats["rejected_samples"] += 1
                     continue
                 self.stats["samples"] += 1
@@ -226,7 +239,7 @@ class SerialLink:
             return False
         try:
             self._port.write(encode_frame(payload))
-        except serial.SerialTimeoutException:
+        except (serial.SerialTimeoutException, queue.Full):   # loop:// raises queue.Full
             self.stats["write_errors"] += 1
             return False
         except (serial.SerialException, OSError) as exc:

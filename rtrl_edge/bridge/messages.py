@@ -151,32 +151,47 @@ def decode(payload: bytes) -> Message:
 
 
 def encode(msg: Message, seq: int = None, t_us: int = None) -> bytes:
-    """The payload of `msg`; `seq` and `t_us` default to the message's own."""
+    """The payload of `msg`; `seq` and `t_us` default to the message's own.
+    Raises ProtocolError for a message `decode` would refuse (a field out of
+    its range, a wrong count), TypeError for anything but a message."""
+    if not isinstance(msg, (Hello, Sample, Command, Heartbeat, Error, HelloRequest,
+                            Configure)):
+        raise TypeError(f"not a protocol message: {msg!r}")
     seq = (msg.seq if seq is None else seq) & 0xFFFF
     t_us = (msg.t_us if t_us is None else t_us) & 0xFFFFFFFF
+    try:
+        kind, body = _body(msg)
+    except struct.error as exc:
+        raise ProtocolError(f"{type(msg).__name__} field out of range ({exc}): int16 values "
+                            f"are -32768..32767, u8 0..255, u32 0..4294967295") from None
+    return HEADER.pack(kind, seq, t_us) + body
+
+
+def _body(msg: Message):
     if isinstance(msg, Sample):
-        kind, body = SAMPLE, struct.pack(f"<{len(msg.raw)}h", *msg.raw)
-    elif isinstance(msg, Hello):
-        kind = HELLO
+        if not 1 <= len(msg.raw) <= MAX_CHANNELS:
+            raise ProtocolError(f"a SAMPLE carries 1..{MAX_CHANNELS} values, got "
+                                f"{len(msg.raw)}")
+        return SAMPLE, struct.pack(f"<{len(msg.raw)}h", *msg.raw)
+    if isinstance(msg, Hello):
+        if not 1 <= msg.n_channels <= MAX_CHANNELS or not 0 <= msg.n_actuators <= MAX_ACTUATORS:
+            raise ProtocolError(f"HELLO allows 1..{MAX_CHANNELS} channels and "
+                                f"0..{MAX_ACTUATORS} actuators")
+        if len(msg.scale) != msg.n_channels or len(msg.offset) != msg.n_channels:
+            raise ProtocolError("HELLO needs one scale and one offset per channel")
         body = struct.pack("<BBBBI", msg.version, msg.n_channels, msg.n_actuators,
                            msg.mode, msg.period_us)
         body += struct.pack(f"<{2 * msg.n_channels}f",
                             *[v for pair in zip(msg.scale, msg.offset) for v in pair])
-    elif isinstance(msg, Command):
+        return HELLO, body
+    if isinstance(msg, Command):
         if len(msg.values) > MAX_ACTUATORS:
             raise ProtocolError(f"a COMMAND carries at most {MAX_ACTUATORS} values")
-        kind, body = COMMAND, struct.pack(f"<{len(msg.values)}h", *msg.values)
-    elif isinstance(msg, Heartbeat):
-        kind, body = HEARTBEAT, b""
-    elif isinstance(msg, Error):
-        kind, body = ERROR, struct.pack("<BH", msg.code, msg.count)
-    elif isinstance(msg, HelloRequest):
-        kind, body = HELLO_REQUEST, b""
-    elif isinstance(msg, Configure):
-        kind, body = CONFIGURE, struct.pack("<IB", msg.period_us, msg.mode)
-    else:
-        raise TypeError(f"not a protocol message: {msg!r}")
-    payload = HEADER.pack(kind, seq, t_us) + body
-    if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError(f"message of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    return payload
+        return COMMAND, struct.pack(f"<{len(msg.values)}h", *msg.values)
+    if isinstance(msg, Heartbeat):
+        return HEARTBEAT, b""
+    if isinstance(msg, Error):
+        return ERROR, struct.pack("<BH", msg.code, msg.count)
+    if isinstance(msg, HelloRequest):
+        return HELLO_REQUEST, b""
+    return CONFIGURE, struct.pack("<IB", msg.period_us, msg.mode)
