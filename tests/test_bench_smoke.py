@@ -104,3 +104,19 @@ def test_learners_benchmark_quick_run(monkeypatch):
             assert row["memory_bytes"] == rtrl_edge.OnlineRNN(8, int(n), 1, **kw).memory_bytes
     assert [t["status"] for t in out["targets"]] == ["not measured"] * 4
     sys.modules.pop("bench_step", None)
+
+
+def test_bridge_benchmark_quick_run(monkeypatch):
+    """benchmarks/bench_bridge.py decodes every frame at every stage (it
+    asserts so itself) and reports positive throughputs."""
+    for var in THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+    monkeypatch.syspath_prepend(os.path.dirname(BENCH))
+    spec = importlib.util.spec_from_file_location(
+        "bench_bridge_under_test", os.path.join(os.path.dirname(BENCH), "bench_bridge.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--quick", "--no-write"])
+    assert len(rows) == 4
+    for row in rows.values():
+        assert positive_finite(row["frames_per_s"]) and positive_finite(row["mb_per_s"])

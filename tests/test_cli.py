@@ -82,3 +82,34 @@ def test_python_dash_m_reaches_the_same_main(tmp_path):
     res = subprocess.run([sys.executable, "-m", "rtrl_edge", "--help"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "demo" in res.stdout
+
+
+needs_avr = pytest.mark.skipif(
+    __import__("shutil").which("avr-gcc") is None
+    or not os.path.exists("/usr/include/simavr/sim_avr.h"),
+    reason="avr-gcc or simavr headers not installed")
+
+
+@needs_avr
+def test_sim_board_prints_its_port_first_and_stops_on_sigterm():
+    import signal
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl_edge", "sim-board"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert re.fullmatch(r"PORT /dev/pts/\d+\n", first), (first, proc.stderr.read())
+        port = first.split()[1]
+        assert os.path.exists(port)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not os.path.exists(port)        # the simulator (and its pty) is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sim_board_without_firmware_folder_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["sim-board", "--firmware-dir", str(tmp_path)]) == 2
+    assert "no firmware_bridge/Makefile" in capsys.readouterr().err
