@@ -91,11 +91,14 @@ needs_avr = pytest.mark.skipif(
 
 
 @needs_avr
-def test_sim_board_prints_its_port_first_and_stops_on_sigterm():
+def test_sim_board_prints_its_port_first_and_stops_on_sigterm(tmp_path):
     import signal
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    firmware = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "firmware_bridge")
+    # run outside the source tree, on the same rtrl_edge this process imported
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
-    proc = subprocess.Popen([sys.executable, "-m", "rtrl_edge", "sim-board"], cwd=root, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl_edge", "sim-board", "--firmware-dir",
+                             firmware], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
