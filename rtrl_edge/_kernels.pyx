@@ -604,6 +604,14 @@ cdef class Core:
     def reset_state(self):
         rnn_reset_state(&self.s)
 
+    def validated(self, v, int size, str name):
+        """A new float32 array (size,) of v, checked as `step` checks x
+        (ValueError naming the expected shape; counted as a rejected input)."""
+        cdef cnp.npy_intp dim = size
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0)
+        self._stage(v, <float *>cnp.PyArray_DATA(out), size, name)
+        return out
+
     def forecast(self, cnp.ndarray xs):
         """Prediction after advancing a copy of the hidden state over the rows
         of xs (T, m), statistics frozen; the model's own state is untouched

@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 # Names of the counters that are part of the model's state (saved, restored,
 # and compared by `snapshot`).  `rejected_inputs` is kept apart on purpose: a
 # rejected input must change nothing but that count.
+_EXTRA = "extra:"            # prefix of caller-provided arrays in a checkpoint
 _STATE_COUNTERS = ("steps", "updates", "divergence_recoveries", "trace_resets",
                    "optimizer_steps", "traces_stale")
 
@@ -463,16 +464,17 @@ class OnlineRNN:
         snap["counters"] = np.array([c[k] for k in _STATE_COUNTERS], dtype=np.int64)
         return snap
 
-    def save(self, path) -> None:
+    def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None) -> None:
         """Write the whole model (configuration, parameters, state,
         sensitivities, optimiser and normaliser) to ``path`` as ``.npz``.
 
         The file is written to a temporary name in the same directory and
         renamed over ``path``, so an existing checkpoint is replaced whole or
-        not at all.
+        not at all.  ``extra`` arrays (e.g. a loop's state) are stored beside
+        the model under the same checksum; `load_with_extra` returns them.
         """
         path = os.fspath(path)
-        arrays = self._state_arrays()
+        arrays = self._state_arrays(extra)
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-", suffix=".tmp", dir=directory)
         try:
@@ -494,8 +496,10 @@ class OnlineRNN:
         except OSError:
             pass
 
-    def _state_arrays(self) -> Dict[str, np.ndarray]:
+    def _state_arrays(self, extra=None) -> Dict[str, np.ndarray]:
         arrays = {name: np.array(view) for name, view in self._state_views().items()}
+        for name, value in (extra or {}).items():
+            arrays[_EXTRA + name] = np.asarray(value)
         c = self._core.get_counters()
         arrays["counters"] = np.array([c[k] for k in _STATE_COUNTERS], dtype=np.int64)
         if self._mask is not None:
@@ -509,7 +513,13 @@ class OnlineRNN:
 
     @classmethod
     def load(cls, path) -> "OnlineRNN":
-        """Read a model written by `save`.
+        """Read a model written by `save` (see `load_with_extra`)."""
+        return cls.load_with_extra(path)[0]
+
+    @classmethod
+    def load_with_extra(cls, path):
+        """Read a model written by `save`, and the ``extra`` arrays saved with
+        it (a dict, empty if none).
 
         Raises FileNotFoundError if ``path`` does not exist, and
         CheckpointError if it is truncated, not a checkpoint, modified after
@@ -551,7 +561,8 @@ class OnlineRNN:
             raise CheckpointError(f"{path!r}: the stored W_rec mask does not match its "
                                   f"configuration")
         net._restore(arrays, path)
-        return net
+        extra = {k[len(_EXTRA):]: v for k, v in arrays.items() if k.startswith(_EXTRA)}
+        return net, extra
 
     def _restore(self, arrays, path) -> None:
         targets = self._state_views()

@@ -1,0 +1,124 @@
+"""Forecasting h steps ahead when the target of a forecast arrives h steps
+later (DESIGN §3.8).
+
+The network is trained on the *lagged* stream -- input x_{t-h}, target y_t,
+both known at time t -- and forecasts y_{t+h} by running a copy of its state
+over the last h inputs (h cheap forward steps).  Every forecast uses only
+what was observed up to the time it is made.  The inputs of the last h steps
+live in a preallocated ring; nothing is allocated per step but the returned
+forecast.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from .model import OnlineRNN
+
+
+class Forecaster:
+    """h-step-ahead online forecasting with any `OnlineRNN`.
+
+    Parameters
+    ----------
+    net : OnlineRNN
+        The model; its n_in is the input width, n_out the target width.
+    horizon : int
+        h >= 1: forecast the target h samples ahead.
+    delta : bool
+        Learn the change of the target over the horizon, ``y_{t+h} - y_t``,
+        and forecast ``y_t`` plus it (needs n_in >= n_out with the target's
+        current value in the first n_out inputs, e.g. predicting a sensor from
+        itself).  Often much easier to learn than the level itself.
+
+    Call `update(x_t, y_t)` once per sample, in order: it learns from the
+    target that has just arrived and returns the forecast of y_{t+h}.
+    """
+
+    def __init__(self, net: OnlineRNN, horizon: int, *, delta: bool = False):
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) \
+                or horizon < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        if delta and net.n_in < net.n_out:
+            raise ValueError(f"delta=True reads the target's current value from the first "
+                             f"n_out={net.n_out} inputs, but n_in={net.n_in}")
+        self.net = net
+        self.horizon = int(horizon)
+        self.delta = bool(delta)
+        h, m = self.horizon, net.n_in
+        # twice the horizon: the last h inputs are always one contiguous slice
+        self._x = np.zeros((2 * h, m), dtype=np.float32)
+        self._pos = 0            # next slot
+        self._seen = 0           # samples since the last reset, up to h
+        self._target = np.zeros(net.n_out, dtype=np.float32)
+        self.stats: Dict[str, int] = dict(samples=0, learned=0, resets=0)
+
+    def reset(self) -> None:
+        """A sequence boundary (a gap in the stream): forget the window and
+        the network's state; parameters are kept."""
+        self._pos = 0
+        self._seen = 0
+        self.net.reset_state()
+        self.stats["resets"] += 1
+
+    def _window(self) -> np.ndarray:
+        """The last min(seen, h) inputs, oldest first (a view)."""
+        h = self.horizon
+        return self._x[self._pos + h - self._seen:self._pos + h]
+
+    def update(self, x, y=None) -> np.ndarray:
+        """Take the sample of time t: input `x` (n_in,) and, if known, the
+        target `y` (n_out,) of time t.  Learns from the pair (x_{t-h}, y_t)
+        once h inputs have been seen, then returns the forecast of y_{t+h}.
+
+        Raises ValueError (changing nothing) for a bad x or y.
+        """
+        h = self.horizon
+        x = self._check(x, self.net.n_in, "x")
+        if y is not None:
+            y = self._check(y, self.net.n_out, "y")
+        if self._seen == h:                         # x_{t-h} is the oldest in the window
+            x_old = self._window()[0]
+            if y is None:
+                self.net.step(x_old)
+            else:
+                target = y - x_old[:self.net.n_out] if self.delta else y
+                self.net.step(x_old, target)
+                self.stats["learned"] += 1
+        # push x_t
+        slot = self._pos
+        self._x[slot] = x
+        self._x[slot + h] = x
+        self._pos = (slot + 1) % h                  # the window now ends at x_t
+        self._seen = min(self._seen + 1, h)
+        self.stats["samples"] += 1
+        forecast = self.net.forecast(self._window())
+        if self.delta:
+            forecast = forecast + x[:self.net.n_out]
+        return forecast
+
+    def _check(self, v, width, name):
+        # the compiled boundary's checks (shape, numeric, finite), into a copy
+        return self.net._core.validated(v, width, name)
+
+    # -- persistence -----------------------------------------------------
+
+    def state(self) -> Dict[str, np.ndarray]:
+        """The window and counters, as arrays (for a checkpoint)."""
+        return {"forecast_x": self._x.copy(),
+                "forecast_pos": np.array([self._pos, self._seen, self.horizon,
+                                          int(self.delta)], dtype=np.int64),
+                "forecast_stats": np.array([self.stats[k] for k in
+                                            ("samples", "learned", "resets")], dtype=np.int64)}
+
+    def restore(self, arrays: Dict[str, np.ndarray]) -> None:
+        pos = arrays["forecast_pos"]
+        if arrays["forecast_x"].shape != self._x.shape or int(pos[2]) != self.horizon \
+                or bool(pos[3]) != self.delta:
+            raise ValueError("the saved forecaster has another horizon, width or delta "
+                             "setting")
+        self._x[...] = arrays["forecast_x"]
+        self._pos, self._seen = int(pos[0]), int(pos[1])
+        self.stats.update(zip(("samples", "learned", "resets"),
+                              (int(v) for v in arrays["forecast_stats"])))

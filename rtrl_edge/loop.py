@@ -1,0 +1,430 @@
+"""The online loop: source -> forecast and learn -> controller -> sink, one
+sample at a time, within a deadline, with checkpoints.
+
+Per sample (`OnlineLoop.process`):
+
+1. the sample's input channels and target channels are checked (wrong width
+   or non-finite values: rejected, counted, the loop goes on);
+2. `Forecaster.update` learns from the target that has just arrived (the
+   one the forecast made h samples ago was for) and forecasts h ahead;
+3. the controller turns the forecast into a command, the sink sends it;
+4. the time taken is recorded in a preallocated histogram; more than the
+   deadline is a miss.
+
+Late samples: a source returns everything that has arrived since the last
+call.  All of it is learnt from (the model must see every sample to stay in
+step), but only the newest sample is acted on; a backlog longer than
+``max_backlog`` is cut to its newest samples (the dropped ones counted in
+``dropped_late``) and the forecaster restarts its window, as after any gap
+in the stream.  No queue grows without bound.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .forecast import Forecaster
+from .model import CheckpointError, OnlineRNN
+
+__all__ = ["LatencyHistogram", "OnlineLoop", "PIController", "ReplaySource",
+           "SerialSource", "SyntheticSource"]
+
+
+class LatencyHistogram:
+    """Durations in a fixed array of log-spaced bins (48 per decade from
+    100 ns to 100 s, a 5 % resolution): constant memory for any run length."""
+
+    PER_DECADE = 48
+    LO_NS = 100.0
+
+    def __init__(self):
+        self.counts = np.zeros(9 * self.PER_DECADE + 2, dtype=np.int64)
+        self.max_ns = 0
+        self.total = 0
+
+    def record(self, ns: int) -> None:
+        b = 0 if ns <= self.LO_NS else 1 + int(math.log10(ns / self.LO_NS) * self.PER_DECADE)
+        self.counts[min(b, len(self.counts) - 1)] += 1
+        self.max_ns = max(self.max_ns, ns)
+        self.total += 1
+
+    def quantile(self, q: float) -> float:
+        """Upper edge of the bin holding quantile q, in ns (nan if empty)."""
+        if self.total == 0:
+            return float("nan")
+        b = int(np.searchsorted(np.cumsum(self.counts), q * self.total))
+        return self.LO_NS * 10 ** (b / self.PER_DECADE)
+
+    def summary_us(self) -> Dict[str, float]:
+        return dict(median_us=self.quantile(0.5) / 1e3, p99_us=self.quantile(0.99) / 1e3,
+                    max_us=self.max_ns / 1e3, samples=int(self.total))
+
+
+# -- sources -----------------------------------------------------------------
+
+class ReplaySource:
+    """Rows of an array (T, channels), optionally paced at `rate_hz`."""
+
+    def __init__(self, values, rate_hz: float = 10.0, *, realtime: bool = False):
+        self.values = np.asarray(values, dtype=np.float64)
+        if self.values.ndim != 2:
+            raise ValueError(f"replay values must have shape (T, channels), got "
+                             f"{self.values.shape}")
+        self.rate_hz = float(rate_hz)
+        self.realtime = realtime
+        self.channels = self.values.shape[1]
+        self._i = 0
+        self._start = None
+
+    def read(self) -> List[np.ndarray]:
+        if self._i >= len(self.values):
+            return []
+        if self.realtime:
+            now = time.monotonic()
+            if self._start is None:
+                self._start = now - self._i / self.rate_hz
+            due = self._start + self._i / self.rate_hz
+            if now < due:
+                time.sleep(min(due - now, 0.05))
+                return []
+        row = self.values[self._i]
+        self._i += 1
+        return [row]
+
+    @property
+    def exhausted(self) -> bool:
+        return self._i >= len(self.values)
+
+    def stats(self) -> Dict[str, int]:
+        return {"replayed": self._i}
+
+
+class SyntheticSource(ReplaySource):
+    """A noisy two-tone signal (3 channels: signal, its derivative, a tone),
+    for trying the loop without data or hardware."""
+
+    def __init__(self, n: int = 20000, rate_hz: float = 100.0, seed: int = 0, **kw):
+        rng = np.random.default_rng(seed)
+        t = np.arange(n) / rate_hz
+        s = np.sin(2 * np.pi * 0.3 * t) + 0.4 * np.sin(2 * np.pi * 1.1 * t + 1.0)
+        ds = np.gradient(s, t)
+        values = np.stack([s, ds, np.cos(2 * np.pi * 0.3 * t)], axis=1)
+        super().__init__(values + 0.01 * rng.standard_normal(values.shape), rate_hz, **kw)
+
+
+class SerialSource:
+    """Samples from the board through a `bridge.SerialLink`, in the device's
+    units (scaled by its HELLO)."""
+
+    def __init__(self, link, *, hello_timeout: float = 10.0):
+        self.link = link
+        hello = link.wait_for_hello(timeout=hello_timeout)
+        if hello is None:
+            raise TimeoutError(f"no HELLO from the device on {link.url!r} within "
+                               f"{hello_timeout:g} s ({link.last_error or 'no data'})")
+        self.channels = hello.n_channels
+        self.rate_hz = hello.sample_rate_hz
+        self.exhausted = False
+        self._gaps = link.stats["seq_gaps"]
+        self.gap = False                # a frame was lost since the last read
+
+    def read(self) -> List[np.ndarray]:
+        from .bridge import messages
+        out = []
+        for msg in self.link.poll():
+            if isinstance(msg, messages.Sample):
+                out.append(np.asarray(msg.values(self.link.hello), dtype=np.float64))
+        gaps = self.link.stats["seq_gaps"]
+        self.gap, self._gaps = gaps != self._gaps, gaps
+        return out
+
+    def stats(self) -> Dict[str, int]:
+        return self.link.all_stats()
+
+
+# -- control -----------------------------------------------------------------
+
+class PIController:
+    """u = kp * (setpoint - y) + ki * sum(setpoint - y) * dt, clipped to
+    [-limit, limit] (with anti-windup), on the *forecast* of y when there is
+    one: acting on where the plant will be after the loop's latency rather
+    than where it was (latency compensation)."""
+
+    def __init__(self, kp: float = 0.8, ki: float = 0.4, setpoint=0.0, dt: float = 0.01,
+                 limit: float = 1.0):
+        self.kp, self.ki, self.dt, self.limit = kp, ki, dt, limit
+        self.setpoint = setpoint if callable(setpoint) else (lambda t, s=setpoint: s)
+        self._i = 0.0
+
+    def __call__(self, y: float, t: float) -> float:
+        err = self.setpoint(t) - y
+        u = self.kp * err + self.ki * self._i
+        if abs(u) < self.limit:             # integrate only while not saturated
+            self._i += err * self.dt
+        return float(np.clip(u, -self.limit, self.limit))
+
+
+# -- the loop ----------------------------------------------------------------
+
+_COUNTERS = ("samples", "learned", "forecasts", "commands", "deadline_misses",
+             "dropped_late", "rejected", "gaps", "checkpoints", "checkpoint_failures")
+
+
+class OnlineLoop:
+    """source -> `Forecaster` -> controller -> sink, per sample.
+
+    Parameters
+    ----------
+    forecaster : Forecaster
+    source : object with ``read() -> list of arrays`` and ``exhausted``
+    inputs, targets : sequence of int
+        Channels fed to the network and channels forecast (default: all in,
+        channel 0 out).
+    controller : callable(forecast_of_target0, t_seconds) -> command, optional
+    sink : callable(command), optional
+        E.g. ``lambda u: link.command(int(u * 1000))``.
+    deadline_ms : float, optional
+        Per-sample budget; longer is a ``deadline_misses``.
+    max_backlog : int
+        Most samples processed per read (older ones dropped, counted).
+    checkpoint : str, optional
+        Path of the periodic, atomic checkpoint (model, normaliser,
+        forecaster window, loop counters).
+    checkpoint_every : float
+        Seconds of wall time between checkpoints.
+    """
+
+    def __init__(self, forecaster: Forecaster, source, *, inputs: Optional[Sequence[int]] = None,
+                 targets: Sequence[int] = (0,), controller: Optional[Callable] = None,
+                 sink: Optional[Callable] = None, deadline_ms: Optional[float] = None,
+                 max_backlog: int = 10, checkpoint: Optional[str] = None,
+                 checkpoint_every: float = 60.0, error_window: int = 1000,
+                 trace: int = 0):
+        self.fc = forecaster
+        self.net = forecaster.net
+        self.source = source
+        n_ch = getattr(source, "channels", None)
+        self.inputs = np.asarray(list(range(n_ch)) if inputs is None else inputs, dtype=np.intp)
+        self.targets = np.asarray(targets, dtype=np.intp)
+        if len(self.inputs) != self.net.n_in or len(self.targets) != self.net.n_out:
+            raise ValueError(f"the network takes {self.net.n_in} inputs and {self.net.n_out} "
+                             f"outputs; the loop feeds {len(self.inputs)} and "
+                             f"{len(self.targets)}")
+        if n_ch is not None and max(self.inputs.max(), self.targets.max()) >= n_ch:
+            raise ValueError(f"channel index out of range: the source has {n_ch} channels")
+        self.controller = controller
+        self.sink = sink
+        self.deadline_ns = None if deadline_ms is None else int(deadline_ms * 1e6)
+        self.max_backlog = int(max_backlog)
+        self.checkpoint = checkpoint
+        self.checkpoint_every = float(checkpoint_every)
+        self.hist = LatencyHistogram()
+        self.counters: Dict[str, int] = {k: 0 for k in _COUNTERS}
+        h, o = forecaster.horizon, self.net.n_out
+        # forecasts waiting for their target, and a window of scored errors
+        self._pending = np.full((h, o), np.nan)
+        self._last = np.full((h, o), np.nan)           # the value when each was made
+        self._err = np.zeros((error_window, 3))        # forecast, last value, tracking
+        self._n_err = 0
+        self._sum_sq = np.zeros(3)
+        self._n_scored = 0
+        # the last `trace` scored samples of target 0: value, forecast, last value
+        self.trace = np.full((int(trace), 3), np.nan)
+        self._n_trace = 0
+        self._t0 = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self.last_command = None
+        self.last_checkpoint_error: Optional[str] = None
+        self._stop = False
+
+    # -- per sample ------------------------------------------------------
+
+    def process(self, values: np.ndarray, act: bool = True):
+        """One sample; returns the forecast (or None if rejected)."""
+        t_start = time.perf_counter_ns()
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 1 or values.shape[0] <= max(self.inputs.max(), self.targets.max()) \
+                or not np.isfinite(values[self.inputs]).all() \
+                or not np.isfinite(values[self.targets]).all():
+            self.counters["rejected"] += 1
+            return None
+        x, y = values[self.inputs], values[self.targets]
+        self._score(y)
+        forecast = self.fc.update(x, y)
+        self.counters["samples"] += 1
+        self.counters["learned"] = self.fc.stats["learned"]
+        self.counters["forecasts"] += 1
+        slot = self.counters["samples"] % self.fc.horizon
+        self._pending[slot] = forecast
+        self._last[slot] = y
+        if act and self.controller is not None:
+            t = time.monotonic() - self._t0
+            u = self.controller(float(forecast[0]), t)
+            self.last_command = u
+            if self.sink is not None:
+                self.sink(u)
+            self.counters["commands"] += 1
+        elapsed = time.perf_counter_ns() - t_start
+        self.hist.record(elapsed)
+        if self.deadline_ns is not None and elapsed > self.deadline_ns:
+            self.counters["deadline_misses"] += 1
+        return forecast
+
+    def _score(self, y: np.ndarray) -> None:
+        """Errors of the forecast made h samples ago (for now) and of the
+        repeat-last-value baseline made then."""
+        slot = (self.counters["samples"] + 1) % self.fc.horizon
+        f, last = self._pending[slot], self._last[slot]
+        if np.isnan(f).any():
+            return
+        track = 0.0
+        if self.controller is not None and hasattr(self.controller, "setpoint"):
+            track = float(self.controller.setpoint(time.monotonic() - self._t0) - y[0])
+        e = np.array([np.sum((f - y) ** 2), np.sum((last - y) ** 2), track ** 2])
+        self._err[self._n_err % len(self._err)] = e
+        self._n_err += 1
+        if len(self.trace):
+            self.trace[self._n_trace % len(self.trace)] = (y[0], f[0], last[0])
+            self._n_trace += 1
+        self._sum_sq += e
+        self._n_scored += 1
+
+    def gap(self) -> None:
+        """A hole in the stream: restart the window (and forget pending forecasts)."""
+        self.fc.reset()
+        self._pending[...] = np.nan
+        self.counters["gaps"] += 1
+
+    # -- running ---------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask `run` to finish after the current sample (signal-safe)."""
+        self._stop = True
+
+    def run(self, max_steps: Optional[int] = None, progress: Optional[Callable] = None,
+            progress_every: float = 0.5) -> Dict:
+        """Process samples until the source is exhausted, `max_steps`
+        samples have been processed, or `stop()`; checkpoint at the end."""
+        next_progress = time.monotonic() + progress_every
+        reason = "source exhausted"
+        while True:
+            if self._stop:
+                reason = "stopped"
+                break
+            if max_steps is not None and self.counters["samples"] >= max_steps:
+                reason = "max steps"
+                break
+            batch = self.source.read()
+            if getattr(self.source, "gap", False):
+                self.gap()
+            if not batch:
+                if getattr(self.source, "exhausted", False):
+                    break
+                continue
+            if len(batch) > self.max_backlog:
+                self.counters["dropped_late"] += len(batch) - self.max_backlog
+                batch = batch[-self.max_backlog:]
+                self.gap()
+            if max_steps is not None:
+                batch = batch[:max_steps - self.counters["samples"]]
+            for i, values in enumerate(batch):
+                self.process(values, act=i == len(batch) - 1)
+            now = time.monotonic()
+            if self.checkpoint and now - self._last_checkpoint >= self.checkpoint_every:
+                self.save_checkpoint()
+            if progress is not None and now >= next_progress:
+                progress(self.summary())
+                next_progress = now + progress_every
+        if self.checkpoint:
+            self.save_checkpoint()
+        out = self.summary()
+        out["stop_reason"] = reason
+        return out
+
+    # -- durability --------------------------------------------------------
+
+    def _state(self) -> Dict[str, np.ndarray]:
+        state = self.fc.state()
+        state["loop_counters"] = np.array([self.counters[k] for k in _COUNTERS], np.int64)
+        state["loop_hist"] = self.hist.counts.copy()
+        state["loop_scores"] = np.concatenate([self._sum_sq, [self._n_scored]])
+        return state
+
+    def save_checkpoint(self) -> bool:
+        """Write the checkpoint atomically; on failure (disk full, read-only)
+        keep running, count it and keep the message -- the previous
+        checkpoint is untouched (written to a temporary file, then renamed)."""
+        self._last_checkpoint = time.monotonic()
+        try:
+            self.net.save(self.checkpoint, extra=self._state())
+        except OSError as exc:
+            self.counters["checkpoint_failures"] += 1
+            self.last_checkpoint_error = (f"checkpoint to {self.checkpoint!r} failed: "
+                                          f"{exc.strerror or exc}; the previous one is intact")
+            return False
+        self.counters["checkpoints"] += 1
+        self.last_checkpoint_error = None
+        return True
+
+    def restore(self, extra: Dict[str, np.ndarray]) -> None:
+        """Continue from a checkpoint's loop state (see `resume`)."""
+        self.fc.restore(extra)
+        saved = extra["loop_counters"]
+        self.counters.update(zip(_COUNTERS, (int(v) for v in saved)))
+        if extra["loop_hist"].shape == self.hist.counts.shape:
+            self.hist.counts[...] = extra["loop_hist"]
+            self.hist.total = int(self.hist.counts.sum())
+        scores = extra["loop_scores"]
+        self._sum_sq[...] = scores[:3]
+        self._n_scored = int(scores[3])
+
+    @staticmethod
+    def resume(path: str):
+        """(net, extra) from a checkpoint; raises FileNotFoundError or
+        CheckpointError with what is wrong -- a corrupt checkpoint is reported,
+        never silently replaced."""
+        net, extra = OnlineRNN.load_with_extra(path)
+        for key in ("forecast_x", "forecast_pos", "loop_counters"):
+            if key not in extra:
+                raise CheckpointError(f"{path!r} holds a model but no loop state "
+                                      f"(missing {key!r}): not a checkpoint of rtrl-edge run")
+        return net, extra
+
+    # -- reporting ---------------------------------------------------------
+
+    def traced(self) -> np.ndarray:
+        """The traced samples (value, forecast, last value), oldest first."""
+        n, cap = self._n_trace, len(self.trace)
+        if n <= cap:
+            return self.trace[:n].copy()
+        k = n % cap
+        return np.concatenate([self.trace[k:], self.trace[:k]])
+
+    def summary(self) -> Dict:
+        n = min(self._n_err, len(self._err))
+        recent = self._err[:n].mean(axis=0) if n else np.full(3, np.nan)
+        overall = self._sum_sq / self._n_scored if self._n_scored else np.full(3, np.nan)
+        out = dict(self.counters)
+        out.update(
+            horizon=self.fc.horizon,
+            forecast_rmse=float(np.sqrt(overall[0])),
+            baseline_rmse=float(np.sqrt(overall[1])),
+            recent_forecast_rmse=float(np.sqrt(recent[0])),
+            recent_baseline_rmse=float(np.sqrt(recent[1])),
+            loss=self.net.last_loss,
+            latency=self.hist.summary_us(),
+            divergence_recoveries=self.net.stats["divergence_recoveries"],
+            memory_bytes=self.net.memory_bytes,
+            elapsed_s=time.monotonic() - self._t0)
+        if self.controller is not None:
+            out.update(tracking_rmse=float(np.sqrt(overall[2])),
+                       recent_tracking_rmse=float(np.sqrt(recent[2])))
+        if hasattr(self.source, "stats"):
+            out["source"] = self.source.stats()
+        if self.last_checkpoint_error:
+            out["last_checkpoint_error"] = self.last_checkpoint_error
+        return out
