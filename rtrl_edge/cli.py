@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "is the same loop without forecasting)")
     run.add_argument("--setpoint", type=float, default=0.0,
                      help="controller setpoint for the target channel (default: 0)")
+    run.add_argument("--kp", type=float, default=0.8, help="controller gain (default: 0.8)")
+    run.add_argument("--ki", type=float, default=0.4,
+                     help="controller integral gain, per second (default: 0.4)")
     run.add_argument("--actuation-delay", type=int, default=0, metavar="N",
                      help="hold every command N samples before sending it: the latency of a "
                           "slow actuator or bus, which acting on a forecast compensates "
@@ -265,7 +268,7 @@ def run_loop(args: argparse.Namespace, out=sys.stdout) -> int:
     controller = sink = None
     if link is not None and link.hello.n_actuators > 0 and not args.no_control:
         dt = 1.0 / source.rate_hz
-        controller = PIController(setpoint=args.setpoint, dt=dt)
+        controller = PIController(kp=args.kp, ki=args.ki, setpoint=args.setpoint, dt=dt)
         if args.control_on == "measurement":
             controller = _on_measurement(controller)
         sink = _DelayLine(args.actuation_delay, lambda u: link.command(int(round(u * 1000))))
