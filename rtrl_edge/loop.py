@@ -165,7 +165,7 @@ class PIController:
         u = self.kp * err + self.ki * self._i
         if abs(u) < self.limit:             # integrate only while not saturated
             self._i += err * self.dt
-        return float(np.clip(u, -self.limit, self.limit))
+        return max(-self.limit, min(self.limit, float(u)))
 
 
 # -- the loop ----------------------------------------------------------------
@@ -246,15 +246,17 @@ class OnlineLoop:
     def process(self, values: np.ndarray, act: bool = True):
         """One sample; returns the forecast (or None if rejected)."""
         t_start = time.perf_counter_ns()
-        values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 1 or values.shape[0] <= max(self.inputs.max(), self.targets.max()) \
-                or not np.isfinite(values[self.inputs]).all() \
-                or not np.isfinite(values[self.targets]).all():
+        try:
+            values = np.asarray(values, dtype=np.float64)
+            if values.ndim != 1:
+                raise IndexError
+            x, y = values[self.inputs], values[self.targets]
+            # the forecaster checks x and y (finite, shape) before it changes anything
+            forecast = self.fc.update(x, y)
+        except (IndexError, ValueError, TypeError):
             self.counters["rejected"] += 1
             return None
-        x, y = values[self.inputs], values[self.targets]
         self._score(y)
-        forecast = self.fc.update(x, y)
         self.counters["samples"] += 1
         self.counters["learned"] = self.fc.stats["learned"]
         self.counters["forecasts"] += 1
@@ -279,13 +281,14 @@ class OnlineLoop:
         repeat-last-value baseline made then."""
         slot = (self.counters["samples"] + 1) % self.fc.horizon
         f, last = self._pending[slot], self._last[slot]
-        if np.isnan(f).any():
+        if math.isnan(f[0]):
             return
         track = 0.0
         if self.controller is not None and hasattr(self.controller, "setpoint"):
             track = float(self.controller.setpoint(time.monotonic() - self._t0) - y[0])
-        e = np.array([np.sum((f - y) ** 2), np.sum((last - y) ** 2), track ** 2])
-        self._err[self._n_err % len(self._err)] = e
+        df, dl = f - y, last - y
+        e = self._err[self._n_err % len(self._err)]
+        e[0], e[1], e[2] = df @ df, dl @ dl, track * track
         self._n_err += 1
         if len(self.trace):
             self.trace[self._n_trace % len(self.trace)] = (y[0], f[0], last[0])
