@@ -120,3 +120,64 @@ def test_bridge_benchmark_quick_run(monkeypatch):
     assert len(rows) == 4
     for row in rows.values():
         assert positive_finite(row["frames_per_s"]) and positive_finite(row["mb_per_s"])
+
+
+def _load_sibling(monkeypatch, name):
+    """Import benchmarks/<name>.py (which imports bench_step first, pinning BLAS
+    threads; monkeypatch restores the variables afterwards)."""
+    for var in THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+    monkeypatch.syspath_prepend(os.path.dirname(BENCH))
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_under_test", os.path.join(os.path.dirname(BENCH), f"{name}.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_horizons_benchmark_quick_run(monkeypatch, capsys):
+    """benchmarks/bench_horizons.py forecasts with every method at both quick
+    horizons and reports positive finite RMSEs and ratios."""
+    import sys
+    bench = _load_sibling(monkeypatch, "bench_horizons")
+    out = bench.main(["--quick", "--no-write"])
+    assert out["horizons"] == [1, 10] and out["seeds"] == [0]
+    assert len(out["recordings"]) == 1
+    for h in ("1", "10"):
+        row = out["table"][h]
+        assert set(row) == set(bench.methods())
+        for method, v in row.items():
+            assert positive_finite(v["rmse_mm"]), (h, method, v)
+            assert positive_finite(v["ratio"]), (h, method, v)
+        assert row[bench.LAST]["ratio"] == 1.0
+        nlms = out["recordings"][0]["horizons"][h][bench.NLMS]
+        assert nlms["mu"] in bench.NLMS_GRID
+    assert "| 0.1 s (h=1) |" in capsys.readouterr().out
+    sys.modules.pop("bench_step", None)
+
+
+def test_loop_benchmark_quick_run(monkeypatch):
+    """benchmarks/bench_loop.py times the model, process() and the serial path
+    over a real pty for every learner, and every latency it reports is a
+    positive finite number (nothing about how large)."""
+    import sys
+    bench = _load_sibling(monkeypatch, "bench_loop")
+    out = bench.main(["--quick", "--no-write", "--reps", "100", "--samples", "150",
+                      "--warmup", "20"])
+    assert set(out["results"]) == {label for label, _ in bench.LEARNERS}
+    for label, r in out["results"].items():
+        for key in ("model", "process", "e2e"):
+            stats = r[key]
+            assert stats["samples"] > 0, (label, key)
+            for q in ("median_us", "p99_us"):
+                assert positive_finite(stats[q]), (label, key, q, stats[q])
+            assert stats["p99_us"] >= stats["median_us"]
+            for budget in stats["budgets"].values():
+                assert positive_finite(budget["median_fraction"])
+                assert 0.0 <= budget["share_over"] <= 1.0
+        for key in ("overhead_process", "overhead_e2e"):
+            assert all(math.isfinite(r[key][q]) for q in ("median_us", "p99_us"))
+        info = r["e2e_info"]
+        assert info["scored"] > 0 and info["commands_matched"] > 0
+        assert info["link"]["crc_errors"] == info["link"]["seq_gaps"] == 0
+    sys.modules.pop("bench_step", None)
