@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue from --checkpoint (a fresh start if it does not exist)")
     run.add_argument("--max-steps", type=_positive_int, metavar="N",
-                     help="stop after N samples")
+                     help="stop after N samples in all (with --resume, counting those "
+                          "before the checkpoint)")
     run.add_argument("--no-control", action="store_true",
                      help="forecast only; send no commands")
     run.add_argument("--control-on", choices=("forecast", "measurement"), default="forecast",
@@ -285,6 +286,7 @@ def run_loop(args: argparse.Namespace, out=sys.stdout) -> int:
         except (KeyError, ValueError) as exc:
             say(f"rtrl-edge run: cannot resume from {args.checkpoint}: {exc}")
             return 2
+        loop.gap()      # what the model learnt is kept; the stream itself has a break
     if controller is not None and args.control_on == "measurement":
         controller.loop = loop
 
@@ -306,11 +308,24 @@ def run_loop(args: argparse.Namespace, out=sys.stdout) -> int:
     _print_summary(summary, say)
     if args.summary_json:
         with open(args.summary_json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, default=float)
+            json.dump(_json_safe(summary), f, indent=2, allow_nan=False)
             f.write("\n")
     if args.plot:
         _plot(loop, args.plot, say)
     return 0
+
+
+def _json_safe(obj):
+    """NaN (nothing scored yet) as null, numpy scalars as numbers."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 class _DelayLine:
@@ -355,7 +370,8 @@ def _print_summary(s: dict, say) -> None:
     say(f"  latency per sample: median {lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} us, "
         f"max {lat['max_us']:.1f} us; deadline misses {s['deadline_misses']}")
     say(f"  rejected {s['rejected']}, dropped late {s['dropped_late']}, gaps {s['gaps']}, "
-        f"divergence recoveries {s['divergence_recoveries']}, memory_bytes {s['memory_bytes']:,}")
+        f"divergence recoveries {s['divergence_recoveries']}, non-finite forecasts "
+        f"{s['nonfinite_forecasts']}, memory_bytes {s['memory_bytes']:,}")
     src = s.get("source", {})
     if "frames" in src:
         say("  link: " + ", ".join(f"{k} {src[k]}" for k in (

@@ -57,7 +57,7 @@ class LatencyHistogram:
         if self.total == 0:
             return float("nan")
         b = int(np.searchsorted(np.cumsum(self.counts), q * self.total))
-        return self.LO_NS * 10 ** (b / self.PER_DECADE)
+        return min(self.LO_NS * 10 ** (b / self.PER_DECADE), float(self.max_ns))
 
     def summary_us(self) -> Dict[str, float]:
         return dict(median_us=self.quantile(0.5) / 1e3, p99_us=self.quantile(0.99) / 1e3,
@@ -129,7 +129,7 @@ class SerialSource:
         self.channels = hello.n_channels
         self.rate_hz = hello.sample_rate_hz
         self.exhausted = False
-        self._gaps = link.stats["seq_gaps"]
+        self._gaps = self._breaks()
         self.gap = False                # a frame was lost since the last read
 
     def read(self) -> List[np.ndarray]:
@@ -138,9 +138,13 @@ class SerialSource:
         for msg in self.link.poll():
             if isinstance(msg, messages.Sample):
                 out.append(np.asarray(msg.values(self.link.hello), dtype=np.float64))
-        gaps = self.link.stats["seq_gaps"]
+        gaps = self._breaks()
         self.gap, self._gaps = gaps != self._gaps, gaps
         return out
+
+    def _breaks(self) -> int:
+        """Lost frames and reconnects: either breaks the stream."""
+        return self.link.stats["seq_gaps"] + self.link.stats["reconnects"]
 
     def stats(self) -> Dict[str, int]:
         return self.link.all_stats()
@@ -171,7 +175,8 @@ class PIController:
 # -- the loop ----------------------------------------------------------------
 
 _COUNTERS = ("samples", "learned", "forecasts", "commands", "deadline_misses",
-             "dropped_late", "rejected", "gaps", "checkpoints", "checkpoint_failures")
+             "dropped_late", "rejected", "gaps", "checkpoints", "checkpoint_failures",
+             "nonfinite_forecasts")
 
 
 class OnlineLoop:
@@ -207,7 +212,7 @@ class OnlineLoop:
         self.fc = forecaster
         self.net = forecaster.net
         self.source = source
-        n_ch = getattr(source, "channels", None)
+        n_ch = self.channels = getattr(source, "channels", None)
         self.inputs = np.asarray(list(range(n_ch)) if inputs is None else inputs, dtype=np.intp)
         self.targets = np.asarray(targets, dtype=np.intp)
         if len(self.inputs) != self.net.n_in or len(self.targets) != self.net.n_out:
@@ -248,7 +253,8 @@ class OnlineLoop:
         t_start = time.perf_counter_ns()
         try:
             values = np.asarray(values, dtype=np.float64)
-            if values.ndim != 1:
+            if values.ndim != 1 or (self.channels is not None
+                                    and values.shape[0] != self.channels):
                 raise IndexError
             x, y = values[self.inputs], values[self.targets]
             # the forecaster checks x and y (finite, shape) before it changes anything
@@ -256,13 +262,26 @@ class OnlineLoop:
         except (IndexError, ValueError, TypeError):
             self.counters["rejected"] += 1
             return None
+        except FloatingPointError:
+            # the sample drove the state non-finite even with the last good
+            # parameters; the guard has reset the state: a break in the stream
+            self.counters["rejected"] += 1
+            self.gap()
+            return None
         self._score(y)
         self.counters["samples"] += 1
         self.counters["learned"] = self.fc.stats["learned"]
-        self.counters["forecasts"] += 1
         slot = self.counters["samples"] % self.fc.horizon
-        self._pending[slot] = forecast
         self._last[slot] = y
+        if not np.isfinite(forecast).all():
+            # parameters that are finite but huge (a diverging model the guard
+            # has not caught yet) can forecast inf: nothing to act on
+            self._pending[slot] = np.nan
+            self.counters["nonfinite_forecasts"] += 1
+            act = False
+        else:
+            self._pending[slot] = forecast
+            self.counters["forecasts"] += 1
         if act and self.controller is not None:
             t = time.monotonic() - self._t0
             u = self.controller(float(forecast[0]), t)
@@ -362,14 +381,15 @@ class OnlineLoop:
         keep running, count it and keep the message -- the previous
         checkpoint is untouched (written to a temporary file, then renamed)."""
         self._last_checkpoint = time.monotonic()
+        self.counters["checkpoints"] += 1          # counted in the file it is written to
         try:
             self.net.save(self.checkpoint, extra=self._state())
         except OSError as exc:
+            self.counters["checkpoints"] -= 1
             self.counters["checkpoint_failures"] += 1
             self.last_checkpoint_error = (f"checkpoint to {self.checkpoint!r} failed: "
                                           f"{exc.strerror or exc}; the previous one is intact")
             return False
-        self.counters["checkpoints"] += 1
         self.last_checkpoint_error = None
         return True
 
