@@ -138,17 +138,10 @@ def main(argv=None):
                                           repeats=args.repeats, frame_bytes=frame_len,
                                           environment=env, rows=rows)), f, indent=2)
             f.write("\n")
-        with open(common.README_PATH, encoding="utf-8") as f:
-            doc = f.read()
-        block = f"{BEGIN}\nLatest run: `python benchmarks/bench_bridge.py`\n\n{text}\n{END}"
-        b, e = doc.find(BEGIN), doc.find(END)
-        if b != -1 and e > b:
-            doc = doc[:b] + block + doc[e + len(END):]
-        else:
-            doc = (doc.rstrip("\n") + "\n\n## `bench_bridge.py` -- host decode throughput\n\n"
-                   + __doc__.split("\n\n")[1] + "\n\n" + block + "\n")
-        with open(common.README_PATH, "w", encoding="utf-8") as f:
-            f.write(doc)
+        common.write_block(BEGIN, END,
+                           f"Latest run: `python benchmarks/bench_bridge.py`\n\n{text}",
+                           "## `bench_bridge.py` -- host decode throughput\n\n"
+                           + __doc__.split("\n\n")[1] + "\n\n")
     return rows
 
 

@@ -303,25 +303,16 @@ def write_plot(table, horizons, env):
 
 
 def write_readme(text):
-    with open(common.README_PATH, encoding="utf-8") as f:
-        doc = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    b, e = doc.find(BEGIN), doc.find(END)
-    if b != -1 and e > b:
-        doc = doc[:b] + block + doc[e + len(END):]
-    else:
-        intro = textwrap.fill(
-            "On each shipped respiration recording (marker xyz, 10 Hz), forecasts 0.1 s "
-            "to 2.0 s ahead by every learner (Forecaster, delta=True, sgd), by "
-            "repeat-last-value and by a causal NLMS linear forecaster whose step size is "
-            "chosen on the first half of each stream; 3-D RMSE over the second half.  "
-            "Details in the file's docstring.  Regenerate (about 10 s on a 2-core x86 "
-            "VM; writes `results/bench_horizons.json`, `results/bench_horizons.png` if "
-            "matplotlib is installed, and the block below):", 79)
-        doc = (doc.rstrip("\n") + "\n\n## `bench_horizons.py` -- forecast error against "
-               "horizon\n\n" + intro + "\n\n    " + COMMAND + "\n\n" + block + "\n")
-    with open(common.README_PATH, "w", encoding="utf-8") as f:
-        f.write(doc)
+    intro = textwrap.fill(
+        "On each shipped respiration recording (marker xyz, 10 Hz), forecasts 0.1 s "
+        "to 2.0 s ahead by every learner (Forecaster, delta=True, sgd), by "
+        "repeat-last-value and by a causal NLMS linear forecaster whose step size is "
+        "chosen on the first half of each stream; 3-D RMSE over the second half.  "
+        "Details in the file's docstring.  Regenerate (about 10 s on a 2-core x86 "
+        "VM; writes `results/bench_horizons.json`, `results/bench_horizons.png` if "
+        "matplotlib is installed, and the block below):", 79)
+    common.write_block(BEGIN, END, text, "## `bench_horizons.py` -- forecast error against "
+                       "horizon\n\n" + intro + "\n\n    " + COMMAND + "\n\n")
 
 
 def main(argv=None):

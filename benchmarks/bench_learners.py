@@ -155,20 +155,11 @@ def write_plot(results, sizes, env):
 
 
 def write_readme(text):
-    with open(common.README_PATH, encoding="utf-8") as f:
-        doc = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    b, e = doc.find(BEGIN), doc.find(END)
-    if b != -1 and e > b:
-        doc = doc[:b] + block + doc[e + len(END):]
-    else:
-        doc = (doc.rstrip("\n") + "\n\n## `bench_learners.py` -- every learner against "
-               "n_hidden\n\nOne learning step (sgd) of each learner and cell, n_in = 8, "
-               "n_out = 1, the configurations of one size interleaved in rounds. "
-               "Regenerate:\n\n    pip install \".[bench]\" && python "
-               "benchmarks/bench_learners.py\n\n" + block + "\n")
-    with open(common.README_PATH, "w", encoding="utf-8") as f:
-        f.write(doc)
+    common.write_block(BEGIN, END, text,
+                       "## `bench_learners.py` -- every learner against n_hidden\n\n"
+                       "One learning step (sgd) of each learner and cell, n_in = 8, n_out = 1, "
+                       "the configurations of one size interleaved in rounds. Regenerate:\n\n"
+                       "    pip install \".[bench]\" && python benchmarks/bench_learners.py\n\n")
 
 
 def main(argv=None):

@@ -545,26 +545,17 @@ def format_report(results, args):
 
 
 def write_readme(text):
-    with open(common.README_PATH, encoding="utf-8") as f:
-        doc = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    b, e = doc.find(BEGIN), doc.find(END)
-    if b != -1 and e > b:
-        doc = doc[:b] + block + doc[e + len(END):]
-    else:
-        intro = textwrap.fill(
-            "Per sample at n_hidden = 32 (rtrl; snap1 and diag for contrast), 3 inputs, "
-            "horizon 10: (a) the model's two calls alone, (b) `OnlineLoop.process` with "
-            "a PI controller and a no-op sink, (c) end to end from a fake device thread "
-            "writing SAMPLE frames to a pty at 1 kHz, through "
-            "`SerialSource(SerialLink(pty))` and `OnlineLoop.run`, to the command frame "
-            "read back on the pty master.  Against 1 ms and 10 ms budgets.  Details in "
-            "the file's docstring.  Regenerate (about 40 s, most of it real time at "
-            "1 kHz; writes `results/bench_loop.json` and the block below):", 79)
-        doc = (doc.rstrip("\n") + "\n\n## `bench_loop.py` -- loop overhead and end-to-end "
-               "latency\n\n" + intro + "\n\n    " + COMMAND + "\n\n" + block + "\n")
-    with open(common.README_PATH, "w", encoding="utf-8") as f:
-        f.write(doc)
+    intro = textwrap.fill(
+        "Per sample at n_hidden = 32 (rtrl; snap1 and diag for contrast), 3 inputs, "
+        "horizon 10: (a) the model's two calls alone, (b) `OnlineLoop.process` with "
+        "a PI controller and a no-op sink, (c) end to end from a fake device thread "
+        "writing SAMPLE frames to a pty at 1 kHz, through "
+        "`SerialSource(SerialLink(pty))` and `OnlineLoop.run`, to the command frame "
+        "read back on the pty master.  Against 1 ms and 10 ms budgets.  Details in "
+        "the file's docstring.  Regenerate (about 40 s, most of it real time at "
+        "1 kHz; writes `results/bench_loop.json` and the block below):", 79)
+    common.write_block(BEGIN, END, text, "## `bench_loop.py` -- loop overhead and "
+                       "end-to-end latency\n\n" + intro + "\n\n    " + COMMAND + "\n\n")
 
 
 def main(argv=None):

@@ -639,20 +639,27 @@ def readout(result):
     ])
 
 
-def write_readme(text):
-    block = f"{BEGIN}\n{text}\n{END}"
+def write_block(begin, end, text, section=""):
+    """Replace the text between the `begin` and `end` markers of
+    benchmarks/README.md with `text`; if the markers are not there yet,
+    append `section` (a heading and intro) and the marked block."""
+    block = f"{begin}\n{text}\n{end}"
     if os.path.exists(README_PATH):
         with open(README_PATH, encoding="utf-8") as f:
             doc = f.read()
     else:
         doc = README_INTRO
-    b, e = doc.find(BEGIN), doc.find(END)
+    b, e = doc.find(begin), doc.find(end)
     if b != -1 and e > b:
-        doc = doc[:b] + block + doc[e + len(END):]
+        doc = doc[:b] + block + doc[e + len(end):]
     else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+        doc = doc.rstrip("\n") + "\n\n" + section + block + "\n"
     with open(README_PATH, "w", encoding="utf-8") as f:
         f.write(doc)
+
+
+def write_readme(text):
+    write_block(BEGIN, END, text)
 
 
 def write_plot(result):
