@@ -21,7 +21,6 @@ in the stream.  No queue grows without bound.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 

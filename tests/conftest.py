@@ -20,3 +20,10 @@ if _HERE not in sys.path:
 def rng():
     """A freshly seeded generator, so every test is reproducible on its own."""
     return np.random.default_rng(20240611)
+
+
+@pytest.fixture(scope="session")
+def firmware_build(tmp_path_factory):
+    """The firmware and its simulator, built once per test run."""
+    import support
+    return support.build_firmware(tmp_path_factory.mktemp("firmware-build"))

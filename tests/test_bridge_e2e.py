@@ -6,44 +6,21 @@ or simavr are missing; .ci/run installs them).  The simulator runs in real
 time here, so the stream has the device's true pacing; nothing below reads
 wall-clock latency from it.
 """
-import os
-import shutil
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from rtrl_edge.bridge import SerialLink, encode_frame, messages
+from support import needs_simavr, simulated_board
 
-ROOT = Path(__file__).resolve().parents[1] / "firmware_bridge"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("avr-gcc") is None or not Path("/usr/include/simavr/sim_avr.h").exists(),
-    reason="avr-gcc or simavr headers not installed (apt-get install gcc-avr avr-libc "
-           "simavr libsimavr-dev)")
+pytestmark = needs_simavr
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def board(firmware_build):
     """A running simulated board; yields the pty path."""
-    build = tmp_path_factory.mktemp("fw-build")
-    made = subprocess.run(["make", "-s", "-C", str(ROOT), f"BUILD={build}"],
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stdout + made.stderr
-    proc = subprocess.Popen([str(build / "simboard"), "--realtime", str(build / "firmware.elf")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        first = proc.stdout.readline()
-        assert first.startswith("PORT "), first
-        yield first.split(" ", 1)[1].strip()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with simulated_board(firmware_build) as port:
+        yield port
 
 
 @pytest.fixture

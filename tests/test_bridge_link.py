@@ -25,24 +25,12 @@ import pytest
 from rtrl_edge.bridge import (FrameDecoder, LinkError, ProtocolError, SerialLink, cobs_decode,
                               cobs_encode, crc16_ccitt, encode_frame)
 from rtrl_edge.bridge import messages as m
+from support import wait_for
 
 LIMIT = 67                               # PROTOCOL §1: longest encoded block
 
 
 # -- helpers -------------------------------------------------------------------
-
-def wait_for(cond, timeout, step=None):
-    """Call `step` (e.g. a poll) until `cond()` holds or `timeout` s pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() > deadline:
-            return cond()
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.005)
 
 
 class Pty:

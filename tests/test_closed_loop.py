@@ -10,37 +10,18 @@ Recorded here (2000 samples each, real time): tracking RMSE over the last
 """
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 import rtrl_edge
+from support import needs_simavr, simulated_board
 
-ROOT = Path(__file__).resolve().parents[1] / "firmware_bridge"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("avr-gcc") is None or not Path("/usr/include/simavr/sim_avr.h").exists(),
-    reason="avr-gcc or simavr headers not installed")
-
-
-@pytest.fixture(scope="module")
-def simboard(tmp_path_factory):
-    build = tmp_path_factory.mktemp("fw")
-    made = subprocess.run(["make", "-s", "-C", str(ROOT), f"BUILD={build}"],
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stdout + made.stderr
-    return build
+pytestmark = needs_simavr
 
 
 def run_loop(build, tmp_path, control_on):
-    board = subprocess.Popen([str(build / "simboard"), "--realtime", str(build / "firmware.elf")],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = board.stdout.readline().split()[1]
+    with simulated_board(build) as port:
         summary = tmp_path / f"{control_on}.json"
         env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
         res = subprocess.run(
@@ -50,14 +31,11 @@ def run_loop(build, tmp_path, control_on):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
         return json.loads(summary.read_text())
-    finally:
-        board.send_signal(signal.SIGINT)
-        board.wait(timeout=10)
 
 
-def test_acting_on_the_forecast_beats_acting_on_the_measurement(simboard, tmp_path):
-    on_forecast = run_loop(simboard, tmp_path, "forecast")
-    on_measurement = run_loop(simboard, tmp_path, "measurement")
+def test_acting_on_the_forecast_beats_acting_on_the_measurement(firmware_build, tmp_path):
+    on_forecast = run_loop(firmware_build, tmp_path, "forecast")
+    on_measurement = run_loop(firmware_build, tmp_path, "measurement")
     for s in (on_forecast, on_measurement):
         assert s["samples"] == 2000 and s["commands"] > 1500
         src = s["source"]

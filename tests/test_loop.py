@@ -31,6 +31,7 @@ from rtrl_edge.cli import _DelayLine, _on_measurement
 from rtrl_edge.forecast import Forecaster
 from rtrl_edge.loop import (LatencyHistogram, OnlineLoop, PIController, ReplaySource,
                             SerialSource, SyntheticSource)
+from support import wait_for
 
 BIN = 10 ** (1 / LatencyHistogram.PER_DECADE)        # one bin: a factor of 1.049
 # subprocesses run outside the source tree, on the rtrl_edge this process imported
@@ -38,18 +39,6 @@ ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__fi
 
 
 # -- helpers -------------------------------------------------------------------
-
-def wait_for(cond, timeout, step=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() > deadline:
-            return cond()
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.005)
 
 
 class ListSource:

@@ -15,7 +15,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 import tty
 
 import numpy as np
@@ -25,6 +24,7 @@ import rtrl_edge
 from rtrl_edge import OnlineRNN, cli, data
 from rtrl_edge.forecast import Forecaster
 from rtrl_edge.loop import _COUNTERS, OnlineLoop, SyntheticSource
+from support import wait_for
 
 ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
 RECORDING = data.list_recordings()[0]
@@ -35,15 +35,6 @@ SUMMARY_KEYS = set(_COUNTERS) | {
 # long enough (about 100+ us a sample) that a run is still going when it is
 # signalled or killed a fraction of a second after its first checkpoint
 SLOW_HIDDEN = "48"
-
-
-def wait_for(cond, timeout, step=0.005):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return cond()
-        time.sleep(step)
-    return True
 
 
 def run_inproc(*argv):

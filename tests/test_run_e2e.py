@@ -8,47 +8,25 @@ where avr-gcc or simavr are missing).  The simulator runs in real time
 """
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import rtrl_edge
 from rtrl_edge import OnlineRNN
+from support import needs_simavr, simulated_board
 
-ROOT = Path(__file__).resolve().parents[1] / "firmware_bridge"
 ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("avr-gcc") is None or not Path("/usr/include/simavr/sim_avr.h").exists(),
-    reason="avr-gcc or simavr headers not installed (apt-get install gcc-avr avr-libc "
-           "simavr libsimavr-dev)")
+pytestmark = needs_simavr
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def board(firmware_build):
     """A running simulated board; yields its pty path."""
-    build = tmp_path_factory.mktemp("fw-build")
-    made = subprocess.run(["make", "-s", "-C", str(ROOT), f"BUILD={build}"],
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stdout + made.stderr
-    proc = subprocess.Popen([str(build / "simboard"), "--realtime", str(build / "firmware.elf")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        first = proc.stdout.readline()
-        assert first.startswith("PORT "), first
-        yield first.split(" ", 1)[1].strip()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        proc.stdout.close()
+    with simulated_board(firmware_build) as port:
+        yield port
 
 
 def test_run_learns_to_forecast_the_simulated_plant_and_drives_it(board, tmp_path):

@@ -10,7 +10,6 @@ import struct
 from dataclasses import dataclass
 from typing import Tuple, Union
 
-from .framing import MAX_PAYLOAD
 
 VERSION = 1
 HEADER = struct.Struct("<BHI")

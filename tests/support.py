@@ -1,0 +1,61 @@
+"""Helpers shared by the test modules (imported as `support`; conftest.py
+puts this folder on sys.path)."""
+import contextlib
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+FIRMWARE = Path(__file__).resolve().parents[1] / "firmware_bridge"
+
+#: skip marker for tests that need the AVR toolchain and simavr
+needs_simavr = pytest.mark.skipif(
+    shutil.which("avr-gcc") is None or not Path("/usr/include/simavr/sim_avr.h").exists(),
+    reason="avr-gcc or simavr headers not installed (apt-get install gcc-avr avr-libc "
+           "simavr libsimavr-dev)")
+
+
+def wait_for(cond, timeout, step=None):
+    """Call `step` (e.g. a poll; default a 5 ms sleep) until `cond()` holds or
+    `timeout` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() > deadline:
+            return cond()
+        if step is not None:
+            step()
+        else:
+            time.sleep(0.005)
+
+
+def build_firmware(build_dir):
+    """`make -C firmware_bridge BUILD=build_dir`; asserts it succeeded."""
+    made = subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"BUILD={build_dir}"],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return Path(build_dir)
+
+
+@contextlib.contextmanager
+def simulated_board(build_dir, *options):
+    """The real firmware running in simavr (real time unless --fast is given);
+    yields the pty path it prints, stops it on exit."""
+    proc = subprocess.Popen([str(Path(build_dir) / "simboard"), *(options or ("--realtime",)),
+                             str(Path(build_dir) / "firmware.elf")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("PORT "), first
+        yield first.split(" ", 1)[1].strip()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
