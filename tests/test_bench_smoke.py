@@ -87,13 +87,7 @@ def test_learners_benchmark_quick_run(monkeypatch):
     """benchmarks/bench_learners.py runs every configuration and reports a
     positive latency and the model's own memory_bytes for each."""
     import sys
-    for var in THREAD_VARS:
-        monkeypatch.setenv(var, os.environ.get(var, "1"))
-    monkeypatch.syspath_prepend(os.path.dirname(BENCH))
-    spec = importlib.util.spec_from_file_location(
-        "bench_learners_under_test", os.path.join(os.path.dirname(BENCH), "bench_learners.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_sibling(monkeypatch, "bench_learners")
     out = bench.main(["--quick", "--no-write", "--sizes", "8", "16"])
     import rtrl_edge
     for n in ("8", "16"):
@@ -109,13 +103,7 @@ def test_learners_benchmark_quick_run(monkeypatch):
 def test_bridge_benchmark_quick_run(monkeypatch):
     """benchmarks/bench_bridge.py decodes every frame at every stage (it
     asserts so itself) and reports positive throughputs."""
-    for var in THREAD_VARS:
-        monkeypatch.setenv(var, os.environ.get(var, "1"))
-    monkeypatch.syspath_prepend(os.path.dirname(BENCH))
-    spec = importlib.util.spec_from_file_location(
-        "bench_bridge_under_test", os.path.join(os.path.dirname(BENCH), "bench_bridge.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_sibling(monkeypatch, "bench_bridge")
     rows = bench.main(["--quick", "--no-write"])
     assert len(rows) == 4
     for row in rows.values():
