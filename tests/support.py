@@ -1,10 +1,12 @@
 """Helpers shared by the test modules (imported as `support`; conftest.py
 puts this folder on sys.path)."""
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
 import time
+import tty
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,21 @@ def simulated_board(build_dir, *options):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+class Pty:
+    """A pseudo-terminal; the host opens `path`, a fake device uses `master`
+    (non-blocking). Raw mode: no echo or line editing before the host opens it."""
+
+    def __init__(self):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        os.set_blocking(self.master, False)
+        self._open = True
+
+    def close(self):
+        if self._open:
+            self._open = False
+            os.close(self.master)
+            os.close(self.slave)

@@ -18,36 +18,18 @@ import select
 import struct
 import threading
 import time
-import tty
 
 import pytest
 
 from rtrl_edge.bridge import (FrameDecoder, LinkError, ProtocolError, SerialLink, cobs_decode,
                               cobs_encode, crc16_ccitt, encode_frame)
 from rtrl_edge.bridge import messages as m
-from support import wait_for
+from support import Pty, wait_for
 
 LIMIT = 67                               # PROTOCOL §1: longest encoded block
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-class Pty:
-    """A pseudo-terminal; the host opens `path`, the fake device uses `master`."""
-
-    def __init__(self):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)           # no echo or line editing before the host opens it
-        self.path = os.ttyname(self.slave)
-        os.set_blocking(self.master, False)
-        self._open = True
-
-    def close(self):
-        if self._open:
-            self._open = False
-            os.close(self.master)
-            os.close(self.slave)
 
 
 class FakeDevice(threading.Thread):

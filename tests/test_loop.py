@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import tty
 import zipfile
 from collections import deque
 
@@ -31,7 +30,7 @@ from rtrl_edge.cli import _DelayLine, _on_measurement
 from rtrl_edge.forecast import Forecaster
 from rtrl_edge.loop import (LatencyHistogram, OnlineLoop, PIController, ReplaySource,
                             SerialSource, SyntheticSource)
-from support import wait_for
+from support import Pty, wait_for
 
 BIN = 10 ** (1 / LatencyHistogram.PER_DECADE)        # one bin: a factor of 1.049
 # subprocesses run outside the source tree, on the rtrl_edge this process imported
@@ -597,21 +596,6 @@ def test_delay_line_holds_commands_a_fixed_number_of_calls():
 # -- on a serial link: a fake board on a real pty --------------------------------------
 
 HELLO = m.Hello(1, 3, 1, m.MODE_PLANT, 2000, (0.001, 0.001, 0.001), (0.0, 0.0, 0.0))
-
-
-class Pty:
-    def __init__(self):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
-        os.set_blocking(self.master, False)
-        self.open = True
-
-    def close(self):
-        if self.open:
-            self.open = False
-            os.close(self.master)
-            os.close(self.slave)
 
 
 class FakeBoard(threading.Thread):
