@@ -167,9 +167,11 @@ def forecasts(method, mode, cfg, name, h, seed, phase, timer=None):
     divergence count (0 for the baselines)."""
     s, z, mu, sg = _session(name)
     causal = mode == "causal"
+    end = em.VALID if phase == "valid" else len(z)   # nothing after is scored
+    z = z[:end]
     if method == LAST:
         return em.last_value(z, h), 0
-    X = _windows(name, cfg["L"])
+    X = _windows(name, cfg["L"])[:end]
     if method == LMS:
         return em.lms(X, z, h, cfg["lr"], causal), 0
     if method == LINREG:
