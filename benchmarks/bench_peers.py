@@ -571,9 +571,11 @@ def measure_rss(jobs, X, z):
         def one(job):
             key, n, lr = job
             spec = dict(key=key, n=n, lr=lr, data=path)
+            # cwd: not the repository, whose uncompiled sources would shadow
+            # an installed package
             r = subprocess.run([sys.executable, "-c", CHILD.format(here=HERE),
-                                json.dumps(spec)], env=env, capture_output=True, text=True,
-                               timeout=600)
+                                json.dumps(spec)], env=env, cwd=tmp, capture_output=True,
+                               text=True, timeout=600)
             if r.returncode != 0:
                 return job, dict(error=(r.stderr.strip().splitlines() or ["?"])[-1])
             m = json.loads(r.stdout.strip().splitlines()[-1])

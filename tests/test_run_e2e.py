@@ -56,4 +56,11 @@ def test_run_learns_to_forecast_the_simulated_plant_and_drives_it(board, tmp_pat
     # and the final checkpoint holds the whole run
     net, extra = OnlineRNN.load_with_extra(ck)
     assert int(extra["loop_counters"][0]) == 1500
-    assert net.stats["steps"] == s["learned"] == 1490
+    assert net.stats["steps"] == s["learned"]
+    if s["dropped_late"] == 0 and s["gaps"] == 0:
+        assert s["learned"] == 1490              # every target after the first h
+    else:
+        # an overloaded machine: a backlog was cut and the forecaster restarted
+        # its window (documented policy), losing up to h learning steps each time
+        assert 1490 - 10 * (s["dropped_late"] + s["gaps"]) - s["dropped_late"] \
+            <= s["learned"] < 1490, s
