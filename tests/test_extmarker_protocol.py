@@ -239,9 +239,15 @@ def test_benchmark_quick_run_reports_every_method_and_setting(monkeypatch, capsy
     for mode in bench.MODES:
         assert out["table"][f"last value|{mode}"]["nrmse"] == pytest.approx(direct, rel=1e-5)
     # every chosen configuration is a point of its grid
+    latency = {(g["method"], tuple(sorted(g["config"].items()))): g["median_us"]
+               for g in out["grid_latency_us"]}
     for run in out["runs"]:
-        grid = bench.GRIDS["quick"][run["mode"]].get(run["method"], {})
+        mode = "non-causal" if run["mode"] == bench.BUDGET else run["mode"]
+        grid = bench.GRIDS["quick"][mode].get(run["method"], {})
         assert all(v in grid[k] for k, v in run["config"].items()), run
+        if run["mode"] == bench.BUDGET:      # chosen only among the fast enough
+            assert latency[(run["method"], tuple(sorted(run["config"].items())))] \
+                <= bench.BUDGET_US, run
     for key in ("snap1|non-causal", "snap1|causal", "diag|causal"):
         assert out["timing"][key]["median_us"] > 0
     text = capsys.readouterr().out
