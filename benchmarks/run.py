@@ -67,7 +67,7 @@ def machine():
 
 
 def write_summary(text):
-    """Put `text` in the summary block, which sits right under the title."""
+    """Put `text` in the summary block, which sits before the first section."""
     block = f"{BEGIN}\n{text}\n{END}"
     with open(README, encoding="utf-8") as f:
         doc = f.read()
@@ -75,8 +75,9 @@ def write_summary(text):
     if b != -1 and e > b:
         doc = doc[:b] + block + doc[e + len(END):]
     else:
-        title_end = doc.find("\n") + 1
-        doc = doc[:title_end] + "\n" + block + "\n" + doc[title_end:]
+        first = doc.find("\n## ")
+        at = len(doc) if first == -1 else first + 1
+        doc = doc[:at].rstrip("\n") + "\n\n" + block + "\n\n" + doc[at:]
     with open(README, "w", encoding="utf-8") as f:
         f.write(doc)
 

@@ -37,15 +37,15 @@ def test_every_readme_block_has_a_benchmark(run):
         assert f"<!-- {name}:begin -->" in doc and f"<!-- {name}:end -->" in doc
 
 
-def test_summary_goes_under_the_title_and_is_replaced(run, tmp_path, monkeypatch):
+def test_summary_goes_before_the_first_section_and_is_replaced(run, tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nIntro.\n\n## one\n<!-- x:begin -->\nnumbers\n"
                       "<!-- x:end -->\n", encoding="utf-8")
     monkeypatch.setattr(run, "README", str(readme))
     run.write_summary("first summary")
     text = readme.read_text(encoding="utf-8")
-    assert text.startswith("# Benchmarks\n\n<!-- run:begin -->\nfirst summary\n<!-- run:end -->\n")
-    assert text.endswith("Intro.\n\n## one\n<!-- x:begin -->\nnumbers\n<!-- x:end -->\n")
+    assert text == ("# Benchmarks\n\nIntro.\n\n<!-- run:begin -->\nfirst summary\n"
+                    "<!-- run:end -->\n\n## one\n<!-- x:begin -->\nnumbers\n<!-- x:end -->\n")
     run.write_summary("second summary")
     text = readme.read_text(encoding="utf-8")
     assert text.count("<!-- run:begin -->") == 1 and "first summary" not in text
