@@ -573,8 +573,19 @@ SECTION = ("## `bench_extmarker.py` -- the published respiratory-motion study, l
            "study's setting (the model learns from a target before it could be observed) and "
            "exist only for the like-for-like comparison; causal rows are what a deployment "
            "gets.  Protocol and grids in the file's docstring.  Regenerate (quick: a few "
-           "minutes; full: about 35 minutes on 2 cores):\n\n"
+           "minutes; full: about 40 minutes on 2 cores):\n\n"
            f"    {COMMAND} --quick\n    {COMMAND}\n\n")
+
+
+def _rounded(obj):
+    """Floats to 5 significant digits (the per-run records are most of the JSON)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.5g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return obj
 
 
 def main(argv=None):
@@ -661,14 +672,15 @@ def main(argv=None):
         table={key(k): v for k, v in table.items()},
         by_horizon={key(k): v for k, v in by_h.items()},
         timing={key(k): v for k, v in timing.items()},
-        runs=[dict(method=k[0], mode=k[1], session=k[2], horizon=k[3],
-                   config=chosen[k]["config"], valid_nrmse=chosen[k]["valid_nrmse"], **test[k])
+        runs=[_rounded(dict(method=k[0], mode=k[1], session=k[2], horizon=k[3],
+                            config=chosen[k]["config"], valid_nrmse=chosen[k]["valid_nrmse"],
+                            **test[k]))
               for k in sorted(test, key=str)],
     )
     if not args.no_write:
         os.makedirs(common.RESULTS_DIR, exist_ok=True)
         with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(common.to_json(result), f, indent=1)
+            json.dump(common.to_json(result), f, separators=(",", ":"))   # ~4000 runs
             f.write("\n")
         png = write_plot(by_h, methods, horizons, env, args.quick)
         note = ("![test nRMSE against horizon, non-causal and causal]"
