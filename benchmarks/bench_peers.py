@@ -374,20 +374,7 @@ class SlaxRTRL:
 def stream_peer(model, X, z, h, timer=None):
     """``extmarker.rnn(..., causal=True)`` for a peer: preds[t + h] =
     model.update(X[t], z[t]), each call's ns into ``timer`` if given."""
-    T = len(X)
-    preds = np.zeros_like(z)
-    call = model.update
-    if timer is None:
-        for t in range(T - h):
-            preds[t + h] = call(X[t], z[t])
-    else:
-        from time import perf_counter_ns as now
-        for t in range(T - h):
-            t0 = now()
-            p = call(X[t], z[t])
-            timer[t] = now() - t0
-            preds[t + h] = p
-    return preds
+    return em.stream(model.update, X, z, h, timer)
 
 
 # --------------------------------------------------------------------------

@@ -259,12 +259,18 @@ def rnn(net, X: np.ndarray, z: np.ndarray, h: int, causal: bool, *, delta: bool 
     ``Forecaster(net, h, delta).update(x_t, z_t)``.  ``timer``, if given, is a
     preallocated int64 array receiving each call's ns."""
     from rtrl_edge.forecast import Forecaster
-    T = len(X)
-    preds = np.zeros_like(z)
     if causal:
         call, ys = Forecaster(net, h, delta=delta).update, z
     else:
         call, ys = net.step, z[h:]
+    return stream(call, X, ys, h, timer)
+
+
+def stream(call, X: np.ndarray, ys: np.ndarray, h: int, timer=None) -> np.ndarray:
+    """preds[t + h] = call(X[t], ys[t]) for t = 0 ... T-h-1 (zeros before);
+    ``timer``, if given, a preallocated int64 array receiving each call's ns."""
+    T = len(X)
+    preds = np.zeros((T, ys.shape[1]), dtype=np.float32)
     if timer is None:
         for t in range(T - h):
             preds[t + h] = call(X[t], ys[t])
