@@ -66,7 +66,6 @@ import bench_step as common  # noqa: E402  (before numpy: it pins BLAS threads)
 
 import argparse  # noqa: E402
 import itertools  # noqa: E402
-import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
@@ -607,11 +606,7 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true",
                    help="print only; write no JSON, plot or README block")
     args = p.parse_args(argv)
-    try:
-        import rtrl_edge
-    except ImportError as exc:
-        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
-                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    rtrl_edge = common.import_library()
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     horizons = sorted(set(args.horizons or em.HORIZONS))
@@ -679,20 +674,11 @@ def main(argv=None):
               for k in sorted(test, key=str)],
     )
     if not args.no_write:
-        os.makedirs(common.RESULTS_DIR, exist_ok=True)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(common.to_json(result), f, separators=(",", ":"))   # ~4000 runs
-            f.write("\n")
-        png = write_plot(by_h, methods, horizons, env, args.quick)
-        note = ("![test nRMSE against horizon, non-causal and causal]"
-                "(results/bench_extmarker.png)" if png
-                else "(No plot: matplotlib is not installed.)")
-        common.write_block(BEGIN, END,
-                           f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
-                           f"All numbers, per session and horizon: "
-                           f"`results/bench_extmarker.json`.", SECTION)
-        print(f"wrote {JSON_PATH}" + (f", {png}" if png else "") +
-              f" and {common.README_PATH}", file=sys.stderr)
+        common.publish(result, text, JSON_PATH,
+                       lambda block: common.write_block(BEGIN, END, block, SECTION),
+                       plot=lambda: write_plot(by_h, methods, horizons, env, args.quick),
+                       alt="test nRMSE against horizon, non-causal and causal",
+                       compact=True, numbers="All numbers, per session and horizon")
     return result
 
 

@@ -44,7 +44,6 @@ sys.path.insert(0, HERE)
 import bench_step as common  # noqa: E402  (before numpy: it pins BLAS threads)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import textwrap  # noqa: E402
 import time  # noqa: E402
 
@@ -328,12 +327,8 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true",
                    help="print only; write no JSON, plot or README block")
     args = p.parse_args(argv)
-    try:
-        import rtrl_edge
-        from rtrl_edge import data
-    except ImportError as exc:
-        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
-                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    rtrl_edge = common.import_library()
+    from rtrl_edge import data
     horizons = args.horizons or ([1, 10] if args.quick else list(HORIZONS))
     seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     names = args.recordings or ([data.DEFAULT_RECORDING] if args.quick
@@ -365,17 +360,8 @@ def main(argv=None):
                             selection="targets in [T/4, T/2): first half only"),
                   elapsed_s=elapsed, table=table, recordings=per_recording)
     if not args.no_write:
-        os.makedirs(common.RESULTS_DIR, exist_ok=True)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(common.to_json(result), f, indent=2)
-            f.write("\n")
-        png = write_plot(table, horizons, env)
-        note = ("![RMSE against forecast horizon](results/bench_horizons.png)" if png
-                else "(No plot: matplotlib is not installed.)")
-        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
-                     f"All numbers: `results/bench_horizons.json`.")
-        print(f"wrote {JSON_PATH}" + (f", {png}" if png else "") +
-              f" and {common.README_PATH}", file=sys.stderr)
+        common.publish(result, text, JSON_PATH, write_readme, plot=lambda: write_plot(table, horizons, env),
+                       alt="RMSE against forecast horizon")
     return result
 
 

@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_step as common  # noqa: E402  (sets the BLAS thread variables first)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -171,7 +170,7 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
-    import rtrl_edge
+    rtrl_edge = common.import_library()
     env = common.environment(rtrl_edge)
     results = {}
     for n in args.sizes:
@@ -184,19 +183,12 @@ def main(argv=None):
             + "\n\nEnvironment: " + common.format_environment(env))
     print(text)
     if not args.no_write:
-        os.makedirs(common.RESULTS_DIR, exist_ok=True)
         given = list(argv) if argv is not None else sys.argv[1:]
         result = dict(benchmark="bench_learners", quick=args.quick,
                       command=" ".join(["python benchmarks/bench_learners.py", *given]),
                       environment=env, results=results, targets=targets)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(common.to_json(result), f, indent=2)
-            f.write("\n")
-        png = write_plot(results, args.sizes, env)
-        note = ("![latency and memory of every learner](results/bench_learners.png)"
-                if png else "(No plot: matplotlib is not installed.)")
-        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
-                     f"All numbers: `results/bench_learners.json`.")
+        common.publish(result, text, JSON_PATH, write_readme, plot=lambda: write_plot(results, args.sizes, env),
+                       alt="latency and memory of every learner")
     return dict(results=results, targets=targets)
 
 

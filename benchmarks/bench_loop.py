@@ -56,7 +56,6 @@ import bench_step as common  # noqa: E402  (before numpy: it pins BLAS threads)
 import argparse  # noqa: E402
 import errno  # noqa: E402
 import gc  # noqa: E402
-import json  # noqa: E402
 import select  # noqa: E402
 import textwrap  # noqa: E402
 import threading  # noqa: E402
@@ -588,11 +587,7 @@ def main(argv=None):
                 "round) must be positive, --warmup >= 0")
     if args.warmup + -(-args.samples // args.e2e_rounds) > MAX_SAMPLES:
         p.error(f"a round of (c) is limited to {MAX_SAMPLES} samples with its warm-up")
-    try:
-        import rtrl_edge
-    except ImportError as exc:
-        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
-                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    rtrl_edge = common.import_library()
     env = common.environment(rtrl_edge)
     env["python_switch_interval_s"] = sys.getswitchinterval()
     env["loadavg_at_start"] = os.getloadavg()
@@ -649,13 +644,7 @@ def main(argv=None):
                               e2e_rounds=args.e2e_rounds),
                   elapsed_s=elapsed, results=results)
     if not args.no_write:
-        os.makedirs(common.RESULTS_DIR, exist_ok=True)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(common.to_json(result), f, indent=2)
-            f.write("\n")
-        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n"
-                     f"All numbers: `results/bench_loop.json`.")
-        print(f"wrote {JSON_PATH} and {common.README_PATH}", file=sys.stderr)
+        common.publish(result, text, JSON_PATH, write_readme)
     return result
 
 

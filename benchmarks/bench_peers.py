@@ -763,11 +763,7 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true",
                    help="print only; write no JSON, plot or README block")
     args = p.parse_args(argv)
-    try:
-        import rtrl_edge
-    except ImportError as exc:
-        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
-                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    rtrl_edge = common.import_library()
     sizes = args.sizes or list(QUICK_SIZES if args.quick else SIZES)
     slax_sizes = list(SLAX_SIZES) if args.slax_sizes is None else args.slax_sizes
     grid = list(QUICK_LR_GRID if args.quick else LR_GRID)
@@ -825,17 +821,9 @@ def main(argv=None):
                   baseline={LAST: baseline}, sizes=sizes, results=results, skipped=skipped,
                   elapsed_s=elapsed)
     if not args.no_write:
-        os.makedirs(RESULTS_DIR, exist_ok=True)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(finite_json(common.to_json(result)), f, indent=2)
-            f.write("\n")
-        png = write_plot(results, sizes, baseline, env)
-        note = ("![test nRMSE against per-sample latency](results/bench_peers.png)" if png
-                else "(No plot: matplotlib is not installed.)")
-        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
-                     f"All numbers: `results/bench_peers.json`.")
-        print(f"wrote {JSON_PATH}" + (f", {png}" if png else "") +
-              f" and {common.README_PATH}", file=sys.stderr)
+        common.publish(finite_json(common.to_json(result)), text, JSON_PATH, write_readme,
+                       plot=lambda: write_plot(results, sizes, baseline, env),
+                       alt="test nRMSE against per-sample latency")
     return result
 
 

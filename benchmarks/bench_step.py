@@ -707,6 +707,41 @@ def to_json(obj):
     return obj
 
 
+def import_library():
+    """The rtrl_edge package, or exit saying how to build it."""
+    try:
+        import rtrl_edge
+    except ImportError as exc:
+        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
+                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    return rtrl_edge
+
+
+def plot_note(png, alt):
+    """The README line for a benchmark's plot: the image, or why there is none."""
+    if png:
+        return f"![{alt}](results/{os.path.basename(png)})"
+    return "(No plot: matplotlib is not installed; `pip install matplotlib` and rerun.)"
+
+
+def publish(result, text, json_path, write_readme, *, plot=None, alt="", compact=False,
+            numbers="All numbers"):
+    """Write `result` to `json_path` (indented, or `compact`), then the plot
+    (`plot()` returns its path, or None without matplotlib), then the README
+    block through `write_readme`: the command, `text`, the plot or why there is
+    none, and where the numbers are."""
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(to_json(result), f,
+                  **(dict(separators=(",", ":")) if compact else dict(indent=2)))
+        f.write("\n")
+    parts = [f"Latest run: `{result['command']}`", text]
+    if plot is not None:
+        parts.append(plot_note(plot(), alt))
+    write_readme("\n\n".join(parts + [f"{numbers}: `results/{os.path.basename(json_path)}`."]))
+    print(f"wrote {json_path} and {README_PATH}", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
@@ -741,11 +776,7 @@ def parse_args(argv):
 def main(argv=None):
     """Run the benchmark; returns the result dict (rows, targets, environment)."""
     args = parse_args(argv)
-    try:
-        import rtrl_edge
-    except ImportError as exc:
-        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
-                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    rtrl_edge = import_library()
     env = environment(rtrl_edge)
     if _NUMPY_ALREADY_IMPORTED:
         print("note: numpy was imported before this module set the thread variables; "
@@ -769,18 +800,8 @@ def main(argv=None):
     text = readout(result)
     print(text)
     if not args.no_write:
-        os.makedirs(RESULTS_DIR, exist_ok=True)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(to_json(result), f, indent=2)
-            f.write("\n")
-        png = write_plot(result)
-        note = ("![µs per step against n_hidden](results/bench_step.png)" if png else
-                "(No plot: matplotlib is not installed; `pip install matplotlib` and "
-                "rerun to get `results/bench_step.png`.)")
-        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
-                     f"All numbers: `results/bench_step.json`.")
-        print(f"wrote {JSON_PATH}" + (f", {png}" if png else " (no plot: matplotlib "
-              "not installed)") + f" and {README_PATH}", file=sys.stderr)
+        publish(result, text, JSON_PATH, write_readme, plot=lambda: write_plot(result),
+                alt="µs per step against n_hidden")
     return result
 
 

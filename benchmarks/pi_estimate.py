@@ -796,11 +796,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if any(n < 2 or n % 2 for n in args.sizes):
         p.error("--sizes must be even integers >= 2 (the diag cell pairs its units)")
-    try:
-        import rtrl_edge
-    except ImportError as exc:
-        raise SystemExit(f"cannot import rtrl_edge ({exc}); build it in place with "
-                         "`python setup.py build_ext --inplace` and set PYTHONPATH")
+    rtrl_edge = common.import_library()
     t0 = time.perf_counter()
     env = common.environment(rtrl_edge)
     overhead = measure_overhead(rtrl_edge, args.quick)
@@ -832,15 +828,8 @@ def main(argv=None):
     print(text)
     print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if not args.no_write:
-        os.makedirs(os.path.dirname(JSON_PATH), exist_ok=True)
-        with open(JSON_PATH, "w", encoding="utf-8") as f:
-            json.dump(common.to_json(result), f, indent=2)
-            f.write("\n")
-        png = write_plot(result)
-        note = ("![estimated µs per step on a Pi 4 and a Pi 5](results/pi_estimate.png)"
-                if png else "(No plot: matplotlib is not installed.)")
-        write_readme(f"Latest run: `{result['command']}`\n\n{text}\n\n{note}\n\n"
-                     "All numbers: `results/pi_estimate.json`.")
+        common.publish(result, text, JSON_PATH, write_readme, plot=lambda: write_plot(result),
+                       alt="estimated µs per step on a Pi 4 and a Pi 5")
     return result
 
 
