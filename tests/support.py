@@ -1,7 +1,9 @@
 """Helpers shared by the test modules (imported as `support`; conftest.py
 puts this folder on sys.path)."""
 import contextlib
+import errno
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -33,6 +35,20 @@ def wait_for(cond, timeout, step=None):
             step()
         else:
             time.sleep(0.005)
+
+
+def read_pty(master, timeout=0.0):
+    """What the device end `master` of a pty has received within `timeout`
+    seconds: the bytes, or b"" if none came (or the other end is closed)."""
+    ready, _, _ = select.select([master], [], [], timeout)
+    if not ready:
+        return b""
+    try:
+        return os.read(master, 4096)
+    except OSError as exc:
+        if exc.errno in (errno.EIO, errno.EAGAIN):
+            return b""
+        raise
 
 
 def build_firmware(build_dir):

@@ -9,7 +9,6 @@ by timing asserts; every thread is joined and every fd closed by the `rig`
 fixture's teardown.
 """
 import dataclasses
-import errno
 import gc
 import os
 import random
@@ -24,7 +23,7 @@ import pytest
 from rtrl_edge.bridge import (FrameDecoder, LinkError, ProtocolError, SerialLink, cobs_decode,
                               cobs_encode, crc16_ccitt, encode_frame)
 from rtrl_edge.bridge import messages as m
-from support import Pty, wait_for
+from support import Pty, read_pty, wait_for
 
 LIMIT = 67                               # PROTOCOL §1: longest encoded block
 
@@ -92,16 +91,7 @@ class FakeDevice(threading.Thread):
             self.bytes_written += n
 
     def _service(self, timeout=0.0):
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return
-        try:
-            data = os.read(self.master, 4096)
-        except OSError as exc:
-            if exc.errno in (errno.EIO, errno.EAGAIN):
-                return
-            raise
-        for payload in self.decoder.feed(data):
+        for payload in self.decoder.feed(read_pty(self.master, timeout)):
             msg = m.decode(payload)
             self.received.append(msg)
             if isinstance(msg, m.HelloRequest):

@@ -10,7 +10,6 @@ every fd closed (the `board` fixture's teardown).
 import errno
 import json
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from rtrl_edge.cli import _DelayLine, _on_measurement
 from rtrl_edge.forecast import Forecaster
 from rtrl_edge.loop import (LatencyHistogram, OnlineLoop, PIController, ReplaySource,
                             SerialSource, SyntheticSource)
-from support import Pty, wait_for
+from support import Pty, read_pty, wait_for
 
 BIN = 10 ** (1 / LatencyHistogram.PER_DECADE)        # one bin: a factor of 1.049
 # subprocesses run outside the source tree, on the rtrl_edge this process imported
@@ -654,16 +653,7 @@ class FakeBoard(threading.Thread):
                 self._service(0.005)
 
     def _service(self, timeout=0.0):
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return
-        try:
-            data = os.read(self.master, 4096)
-        except OSError as exc:
-            if exc.errno in (errno.EIO, errno.EAGAIN):
-                return
-            raise
-        for payload in self.decoder.feed(data):
+        for payload in self.decoder.feed(read_pty(self.master, timeout)):
             msg = m.decode(payload)
             if isinstance(msg, m.HelloRequest):
                 self._send(HELLO)
