@@ -14,7 +14,7 @@ from rtrl_edge import cli
 def _demo(*argv):
     out = io.StringIO()
     args = cli.build_parser().parse_args(["demo", *argv])
-    assert cli.run_demo(args, out=out) == 0
+    assert cli.demo.main(args, out=out) == 0
     return out.getvalue()
 
 
@@ -58,7 +58,7 @@ def test_demo_runs_every_learner(argv):
 def test_demo_reports_an_impossible_configuration():
     out = io.StringIO()
     args = cli.build_parser().parse_args(["demo", "--cell", "diag", "--hidden", "5"])
-    assert cli.run_demo(args, out=out) == 2
+    assert cli.demo.main(args, out=out) == 2
     assert "n_hidden must be even" in out.getvalue()
 
 

@@ -205,7 +205,7 @@ def _rmse(a, b):
 def respiration_rmse(name, optimizer, seed, untrained=False):
     """(RMSE of the forecasts over the second half, RMSE of repeat-last-value
     over the same samples), in mm, forecasting HORIZON samples ahead as
-    ``rtrl_edge.cli.run_demo`` does."""
+    ``rtrl_edge.cli.demo.main`` does."""
     xyz = _recording()
     h, T = HORIZON, len(xyz)
     lr = UNTRAINED_LR if untrained else RESP_LR[optimizer]

@@ -25,7 +25,7 @@ import rtrl_edge.loop as loop_mod
 from rtrl_edge import CheckpointError, OnlineRNN
 from rtrl_edge.bridge import FrameDecoder, SerialLink, encode_frame
 from rtrl_edge.bridge import messages as m
-from rtrl_edge.cli import _DelayLine, _on_measurement
+from rtrl_edge.cli.run import _DelayLine, _on_measurement
 from rtrl_edge.forecast import Forecaster
 from rtrl_edge.loop import (LatencyHistogram, OnlineLoop, PIController, ReplaySource,
                             SerialSource, SyntheticSource)

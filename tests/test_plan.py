@@ -76,7 +76,7 @@ def test_cli_plan_prints_a_table():
     out = io.StringIO()
     args = cli.build_parser().parse_args(["plan", "--n-in", "8", "--n-out", "1",
                                           "--memory", "256KiB"])
-    assert cli.run_plan(args, out=out) == 0
+    assert cli.plan.main(args, out=out) == 0
     text = out.getvalue()
     assert "262,144 bytes" in text and "snap1" in text and "diag" in text
 
@@ -84,7 +84,7 @@ def test_cli_plan_prints_a_table():
 @pytest.mark.parametrize("size,expected", [("200000", 200000), ("512KiB", 524288),
                                            ("4MB", 4_000_000), ("1.5 MiB", 1572864)])
 def test_byte_sizes(size, expected):
-    assert cli._byte_size(size) == expected
+    assert cli._common.byte_size(size) == expected
 
 
 @pytest.mark.parametrize("argv,message", [

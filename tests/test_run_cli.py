@@ -41,7 +41,7 @@ def run_inproc(*argv):
     """`rtrl-edge run ARGV` in this process: (exit code, output)."""
     out = io.StringIO()
     args = cli.build_parser().parse_args(["run", *argv])
-    return cli.run_loop(args, out=out), out.getvalue()
+    return cli.run.main(args, out=out), out.getvalue()
 
 
 class Procs:

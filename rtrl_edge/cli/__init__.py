@@ -1,0 +1,49 @@
+"""Command line: ``rtrl-edge`` and ``python -m rtrl_edge``.
+
+This module only parses and dispatches; each sub-command is a module:
+  demo       (demo.py)       stream a shipped respiration recording through an
+                             online learner; forecast error, latency, memory.
+  plan       (plan.py)       the largest model of each learner and cell within
+                             a memory and/or per-step time budget.
+  run        (run.py)        the online loop: forecast, learn, control,
+                             checkpoint; on a serial port, a shipped recording
+                             or a synthetic signal.
+  sim-board  (sim_board.py)  the real firmware in the AVR simulator, on a pty.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .. import __version__
+from . import demo, plan, run, sim_board
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtrl-edge",
+        description="Online training of recurrent networks with Real-Time Recurrent "
+                    "Learning, in bounded memory.")
+    parser.add_argument("--version", action="version", version=f"rtrl-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for command in (demo, plan, run, sim_board):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
