@@ -6,33 +6,24 @@ per-sample call (`step`, `predict`) is one call into compiled code.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
-import zipfile
 from typing import Dict, Optional
 
 import numpy as np
 
-from . import _kernels, _layout
+from . import _kernels, _layout, checkpoint
 from ._layout import CELLS, LEARNERS, OPTIMIZERS
+from .checkpoint import FORMAT_VERSION, CheckpointError  # noqa: F401  (re-exported)
 
 __all__ = ["OnlineRNN", "CheckpointError", "CELLS", "LEARNERS", "OPTIMIZERS"]
-
-FORMAT_VERSION = 1
 
 # Names of the counters that are part of the model's state (saved, restored,
 # and compared by `snapshot`).  `rejected_inputs` is kept apart on purpose: a
 # rejected input must change nothing but that count.
-_EXTRA = "extra:"            # prefix of caller-provided arrays in a checkpoint
+_EXTRA = checkpoint.EXTRA     # prefix of caller-provided arrays in a checkpoint
 _STATE_COUNTERS = ("steps", "updates", "divergence_recoveries", "trace_resets",
                    "optimizer_steps", "traces_stale")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is truncated, tampered with, of another format
-    version, or does not describe a valid model."""
 
 
 def _check_int(name, value, minimum):
@@ -464,7 +455,8 @@ class OnlineRNN:
         snap["counters"] = np.array([c[k] for k in _STATE_COUNTERS], dtype=np.int64)
         return snap
 
-    def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None) -> None:
+    def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None, *,
+             key: Optional[bytes] = None) -> None:
         """Write the whole model (configuration, parameters, state,
         sensitivities, optimiser and normaliser) to ``path`` as ``.npz``.
 
@@ -472,29 +464,11 @@ class OnlineRNN:
         renamed over ``path``, so an existing checkpoint is replaced whole or
         not at all.  ``extra`` arrays (e.g. a loop's state) are stored beside
         the model under the same checksum; `load_with_extra` returns them.
+        With ``key`` (bytes, e.g. `rtrl_edge.checkpoint.read_key`), the file
+        also carries an HMAC-SHA-256 under it, and loading with the same key
+        refuses any file not written with it (see `rtrl_edge.checkpoint`).
         """
-        path = os.fspath(path)
-        arrays = self._state_arrays(extra)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        try:   # make the rename itself durable
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+        checkpoint.write(path, self._state_arrays(extra), key=key)
 
     def _state_arrays(self, extra=None) -> Dict[str, np.ndarray]:
         arrays = {name: np.array(view) for name, view in self._state_views().items()}
@@ -507,79 +481,58 @@ class OnlineRNN:
         # the mask is an array: stored beside the JSON configuration
         config = dict(self._config, rec_mask=self._config["rec_mask"] is not None)
         arrays["config"] = np.array(json.dumps(config, sort_keys=True))
-        arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
-        arrays["checksum"] = np.array(_checksum(arrays))
         return arrays
 
     @classmethod
-    def load(cls, path) -> "OnlineRNN":
+    def load(cls, path, *, key: Optional[bytes] = None) -> "OnlineRNN":
         """Read a model written by `save` (see `load_with_extra`)."""
-        return cls.load_with_extra(path)[0]
+        return cls.load_with_extra(path, key=key)[0]
 
     @classmethod
-    def load_with_extra(cls, path):
+    def load_with_extra(cls, path, *, key: Optional[bytes] = None):
         """Read a model written by `save`, and the ``extra`` arrays saved with
         it (a dict, empty if none).
 
-        Raises FileNotFoundError if ``path`` does not exist, and
-        CheckpointError if it is truncated, not a checkpoint, modified after
-        writing (checksum), of another format version, or inconsistent.
+        The file is validated before it is trusted (`rtrl_edge.checkpoint`):
+        raises FileNotFoundError if ``path`` does not exist, and
+        CheckpointError -- never another exception -- if it is not a regular
+        file, truncated, not a checkpoint, modified after writing (checksum),
+        not written with ``key`` when one is given (HMAC), of another format
+        version, or holds an invalid configuration, wrong shapes, or
+        non-finite parameters or state.  Memory stays bounded by the file's
+        size: nothing is inflated and every size is checked first.
         """
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no checkpoint at {path!r}")
+        where = repr(path)
+        found = {}
+
+        def spec(config, file_size, load):
+            found["config"], found["mask"], layout_spec = _checkpoint_spec(
+                config, file_size, load, where)
+            return layout_spec
+
+        arrays = checkpoint.read(path, spec, key=key)
+        config, mask = found["config"], found["mask"]
         try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-            raise CheckpointError(f"{path!r} is not a readable rtrl_edge checkpoint "
-                                  f"(truncated or not an .npz file): {exc}") from exc
-        for key in ("format_version", "config", "checksum", "theta", "h", "counters"):
-            if key not in arrays:
-                raise CheckpointError(f"{path!r} is not an rtrl_edge checkpoint: "
-                                      f"missing {key!r}")
-        version = int(arrays["format_version"])
-        if version != FORMAT_VERSION:
-            raise CheckpointError(f"{path!r} has checkpoint format version {version}; "
-                                  f"this rtrl_edge reads version {FORMAT_VERSION}")
-        stored = str(arrays.pop("checksum"))
-        if _checksum(arrays) != stored:
-            raise CheckpointError(f"{path!r} failed its checksum: the file was modified "
-                                  f"or corrupted after it was written")
-        try:
-            config = json.loads(str(arrays["config"]))
-            if config.get("rec_mask"):
-                config["rec_mask"] = arrays["rec_mask"]
-            else:
-                config["rec_mask"] = None
-            net = cls(**config)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(f"{path!r} holds an invalid configuration: {exc}") from exc
-        stored = arrays.get("rec_mask")
-        if (stored is None) != (net._mask is None) or (
-                stored is not None and not np.array_equal(stored, net._mask)):
-            raise CheckpointError(f"{path!r}: the stored W_rec mask does not match its "
+            net = cls(**dict(config, rec_mask=mask if config["rec_mask"] else None))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{where} holds an invalid configuration: {exc}") from None
+        if (mask is None) != (net._mask is None) or (
+                mask is not None and not np.array_equal(mask, net._mask)):
+            raise CheckpointError(f"{where}: the stored W_rec mask does not match its "
                                   f"configuration")
-        net._restore(arrays, path)
+        _check_values(arrays, where)
+        net._restore(arrays)
         extra = {k[len(_EXTRA):]: v for k, v in arrays.items() if k.startswith(_EXTRA)}
         return net, extra
 
-    def _restore(self, arrays, path) -> None:
-        targets = self._state_views()
-        for name, target in targets.items():
-            if name not in arrays:
-                raise CheckpointError(f"{path!r} lacks {name!r} for this configuration")
-            if arrays[name].shape != target.shape:
-                raise CheckpointError(f"{path!r}: {name!r} has shape {arrays[name].shape}, "
-                                      f"the configuration needs {target.shape}")
-        counters = arrays["counters"]
-        if counters.shape != (len(_STATE_COUNTERS),):
-            raise CheckpointError(f"{path!r}: counters have shape {counters.shape}")
-        for name, target in targets.items():
+    def _restore(self, arrays) -> None:
+        """Copy validated arrays (`load_with_extra`) into the model."""
+        for name, target in self._state_views().items():
             target[...] = arrays[name]
         self._core.buffers["good"][...] = self._core.buffers["theta"]
         c = self._core.get_counters()
-        c.update(zip(_STATE_COUNTERS, (int(v) for v in counters)))
+        c.update(zip(_STATE_COUNTERS, (int(v) for v in arrays["counters"])))
         self._core.set_counters(c)
 
     def __repr__(self) -> str:
@@ -626,13 +579,83 @@ def _seed_words(seed: int) -> np.ndarray:
     return np.array(words, dtype=np.uint64).view(np.int64)
 
 
-def _checksum(arrays: Dict[str, np.ndarray]) -> str:
-    """SHA-256 over every array's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode())
-        h.update(repr(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+# -- checkpoint validation ------------------------------------------------------
+
+_CONFIG_TYPES = dict(n_in=int, n_hidden=int, n_out=int, learner=str, optimizer=str,
+                     lr=float, clip=(float, type(None)), normalize=bool, seed=int, cell=str,
+                     window=(int, type(None)), rec_density=(float, type(None)),
+                     rec_mask=bool, beta1=float, beta2=float, adam_eps=float,
+                     norm_window=int)
+
+
+def _checkpoint_spec(config: dict, file_size: int, load, where: str):
+    """(config, mask, {member: (dtype, shape)}) of a checkpoint's stored
+    configuration, checked before any large member is read: known keys and
+    types, and a model whose parameters alone fit in the file (so that a
+    crafted configuration cannot make the reader allocate more than the
+    file's size)."""
+    if set(config) != set(_CONFIG_TYPES):
+        odd = sorted(set(config) ^ set(_CONFIG_TYPES))
+        raise CheckpointError(f"{where} holds an invalid configuration: unexpected or "
+                              f"missing fields {', '.join(map(repr, odd))}")
+    for name, kind in _CONFIG_TYPES.items():
+        value = config[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = any(isinstance(value, k) and not (k is int and isinstance(value, bool))
+                 for k in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise CheckpointError(f"{where} holds an invalid configuration: {name} = "
+                                  f"{value!r}")
+    n, m, o = config["n_hidden"], config["n_in"], config["n_out"]
+    if min(n, m, o) < 1 or config["cell"] not in CELLS or config["learner"] not in LEARNERS \
+            or config["optimizer"] not in OPTIMIZERS:
+        raise CheckpointError(f"{where} holds an invalid configuration: n_in={m}, "
+                              f"n_hidden={n}, n_out={o}, cell={config['cell']!r}, "
+                              f"learner={config['learner']!r}, "
+                              f"optimizer={config['optimizer']!r}")
+    params = _layout.n_params(n, m, o, config["cell"])
+    ring = (config["window"] or 0) * (2 * n + m + 1) if config["learner"] == "tbptt" else 0
+    if 4 * (params + ring) > file_size:
+        raise CheckpointError(f"{where} claims a model of {4 * (params + ring):,} bytes of "
+                              f"parameters and state in a {file_size:,}-byte file")
+    # an explicit mask is stored; one drawn from rec_density is stored too,
+    # and compared with the one the seed draws again
+    masked = config["rec_mask"] or config["rec_density"] is not None
+    mask = load("rec_mask", "|b1", (n, n)) if masked else None
+    cfg = dict(config, rec_mask=mask)
+    if config["learner"] == "tbptt" and config["window"] is None:
+        raise CheckpointError(f"{where} holds an invalid configuration: tbptt without "
+                              f"a window")
+    buffers, _ = OnlineRNN._buffers(cfg, mask)
+    spec = {}
+    for b in buffers:
+        if b.kind not in ("param", "state"):
+            continue
+        shape = (n, n, n + m + 1) if b.name == "P" else (b.size,)
+        spec[b.name] = ("<" + b.dtype, shape)
+    spec["counters"] = ("<i8", (len(_STATE_COUNTERS),))
+    return config, mask, spec
+
+
+def _check_values(arrays: Dict[str, np.ndarray], where: str) -> None:
+    """Values a valid model can hold: finite floats, non-negative variances,
+    moments and counters, a tbptt ring position inside its window, a live
+    random state."""
+    for name, a in arrays.items():
+        if name.startswith(_EXTRA):
+            continue
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise CheckpointError(f"{where}: {name!r} holds non-finite values (NaN or inf)")
+    for name in ("x_var", "y_var", "counts", "m2", "counters"):
+        if name in arrays and (arrays[name] < 0).any():
+            raise CheckpointError(f"{where}: {name!r} holds negative values")
+    if "ring" in arrays:
+        window = len(arrays["ring_d"]) // max(len(arrays["h"]), 1)
+        pos, held = (int(v) for v in arrays["ring"])
+        if not (0 <= pos < window and 0 <= held <= window):
+            raise CheckpointError(f"{where}: the tbptt ring position ({pos}, {held}) is "
+                                  f"outside its window of {window}")
+    if "rng" in arrays and not arrays["rng"].any():
+        raise CheckpointError(f"{where}: the random state is all zero")
