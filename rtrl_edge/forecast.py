@@ -113,12 +113,42 @@ class Forecaster:
                                             ("samples", "learned", "resets")], dtype=np.int64)}
 
     def restore(self, arrays: Dict[str, np.ndarray]) -> None:
-        pos = arrays["forecast_pos"]
-        if arrays["forecast_x"].shape != self._x.shape or int(pos[2]) != self.horizon \
-                or bool(pos[3]) != self.delta:
-            raise ValueError("the saved forecaster has another horizon, width or delta "
-                             "setting")
-        self._x[...] = arrays["forecast_x"]
+        """Continue from `state()` arrays (e.g. a checkpoint's extras).
+
+        Raises ValueError, changing nothing, if they are missing, malformed,
+        or saved with another horizon, input width or delta setting (the
+        message names each difference with both values).
+        """
+        try:
+            x, pos, stats = (np.asarray(arrays[k]) for k in
+                             ("forecast_x", "forecast_pos", "forecast_stats"))
+        except KeyError as exc:
+            raise ValueError(f"no forecaster state (missing {exc.args[0]!r})") from None
+        if pos.shape != (4,) or pos.dtype.kind != "i" or stats.shape != (3,) \
+                or stats.dtype.kind != "i" or x.ndim != 2 or x.dtype != np.float32:
+            raise ValueError("the saved forecaster state is malformed")
+        h = int(pos[2])
+        differences = []
+        if h != self.horizon:
+            differences.append(f"horizon {h} (now {self.horizon})")
+        if x.shape[1] != self._x.shape[1]:
+            differences.append(f"{x.shape[1]} inputs (now {self._x.shape[1]})")
+        if bool(pos[3]) != self.delta:
+            differences.append(f"delta={bool(pos[3])} (now {self.delta})")
+        if differences:
+            raise ValueError("the saved forecaster has " + ", ".join(differences))
+        if x.shape != self._x.shape or not np.isfinite(x).all():
+            raise ValueError(f"the saved forecaster window has shape {x.shape}, expected "
+                             f"{self._x.shape}, finite")
+        if not (0 <= pos[0] < h and 0 <= pos[1] <= h) or (stats < 0).any():
+            raise ValueError(f"the saved forecaster position ({int(pos[0])}, {int(pos[1])}) "
+                             f"or counters are out of range for horizon {h}")
+        self._x[...] = x
         self._pos, self._seen = int(pos[0]), int(pos[1])
-        self.stats.update(zip(("samples", "learned", "resets"),
-                              (int(v) for v in arrays["forecast_stats"])))
+        self.stats.update(zip(("samples", "learned", "resets"), (int(v) for v in stats)))
+
+    @staticmethod
+    def buffer_bytes(n_in: int, n_out: int, horizon: int) -> int:
+        """Bytes of the forecaster's own buffers (the input ring and the
+        target), without building it."""
+        return 4 * (2 * horizon * n_in + n_out)

@@ -98,6 +98,19 @@ class ReplaySource:
     def exhausted(self) -> bool:
         return self._i >= len(self.values)
 
+    @property
+    def position(self) -> int:
+        """Rows read so far (where `seek` continues a resumed run)."""
+        return self._i
+
+    def seek(self, position: int) -> None:
+        """Continue at row `position` (the row after the last one read)."""
+        if not 0 <= position <= len(self.values):
+            raise ValueError(f"the checkpoint had read {position} samples of this source; "
+                             f"it has {len(self.values)}")
+        self._i = int(position)
+        self._start = None
+
     def stats(self) -> Dict[str, int]:
         return {"replayed": self._i}
 
@@ -200,14 +213,17 @@ class OnlineLoop:
         forecaster window, loop counters).
     checkpoint_every : float
         Seconds of wall time between checkpoints.
+    checkpoint_key : bytes, optional
+        Sign each checkpoint with HMAC-SHA-256 under this key
+        (`rtrl_edge.checkpoint`).
     """
 
     def __init__(self, forecaster: Forecaster, source, *, inputs: Optional[Sequence[int]] = None,
                  targets: Sequence[int] = (0,), controller: Optional[Callable] = None,
                  sink: Optional[Callable] = None, deadline_ms: Optional[float] = None,
                  max_backlog: int = 10, checkpoint: Optional[str] = None,
-                 checkpoint_every: float = 60.0, error_window: int = 1000,
-                 trace: int = 0):
+                 checkpoint_every: float = 60.0, checkpoint_key: Optional[bytes] = None,
+                 error_window: int = 1000, trace: int = 0):
         self.fc = forecaster
         self.net = forecaster.net
         self.source = source
@@ -226,6 +242,7 @@ class OnlineLoop:
         self.max_backlog = int(max_backlog)
         self.checkpoint = checkpoint
         self.checkpoint_every = float(checkpoint_every)
+        self.checkpoint_key = checkpoint_key
         self.hist = LatencyHistogram()
         self.counters: Dict[str, int] = {k: 0 for k in _COUNTERS}
         h, o = forecaster.horizon, self.net.n_out
@@ -373,6 +390,10 @@ class OnlineLoop:
         state["loop_counters"] = np.array([self.counters[k] for k in _COUNTERS], np.int64)
         state["loop_hist"] = self.hist.counts.copy()
         state["loop_scores"] = np.concatenate([self._sum_sq, [self._n_scored]])
+        state["loop_channels"] = np.concatenate([[len(self.inputs)], self.inputs,
+                                                 self.targets]).astype(np.int64)
+        if hasattr(self.source, "position"):
+            state["loop_source_position"] = np.array([self.source.position], np.int64)
         return state
 
     def save_checkpoint(self) -> bool:
@@ -382,7 +403,7 @@ class OnlineLoop:
         self._last_checkpoint = time.monotonic()
         self.counters["checkpoints"] += 1          # counted in the file it is written to
         try:
-            self.net.save(self.checkpoint, extra=self._state())
+            self.net.save(self.checkpoint, extra=self._state(), key=self.checkpoint_key)
         except OSError as exc:
             self.counters["checkpoints"] -= 1
             self.counters["checkpoint_failures"] += 1
@@ -393,23 +414,64 @@ class OnlineLoop:
         return True
 
     def restore(self, extra: Dict[str, np.ndarray]) -> None:
-        """Continue from a checkpoint's loop state (see `resume`)."""
-        self.fc.restore(extra)
-        saved = extra["loop_counters"]
-        self.counters.update(zip(_COUNTERS, (int(v) for v in saved)))
-        if extra["loop_hist"].shape == self.hist.counts.shape:
-            self.hist.counts[...] = extra["loop_hist"]
-            self.hist.total = int(self.hist.counts.sum())
-        scores = extra["loop_scores"]
+        """Continue from a checkpoint's loop state (see `resume`): the
+        forecaster's window, the counters, the latency histogram, the scores
+        and, for a source that can `seek` (a replay), the position after the
+        last sample learnt.  Raises ValueError, changing nothing, if the state
+        is malformed or was saved for other channels, another horizon or
+        width, or a longer source (the message names what differs)."""
+        n = len(_COUNTERS)
+        counters = np.asarray(extra.get("loop_counters", np.zeros(0)))
+        hist = np.asarray(extra.get("loop_hist", np.zeros(0)))
+        scores = np.asarray(extra.get("loop_scores", np.zeros(0)))
+        if counters.shape != (n,) or counters.dtype.kind != "i" or (counters < 0).any():
+            raise ValueError(f"the saved loop counters are malformed (shape {counters.shape})")
+        if hist.shape != self.hist.counts.shape or hist.dtype.kind != "i" or (hist < 0).any():
+            raise ValueError(f"the saved latency histogram is malformed (shape {hist.shape})")
+        if scores.shape != (4,) or not np.isfinite(scores).all() or (scores < 0).any():
+            raise ValueError(f"the saved scores are malformed (shape {scores.shape})")
+        if "loop_channels" in extra:
+            ch = np.asarray(extra["loop_channels"])
+            if ch.ndim != 1 or ch.dtype.kind != "i" or len(ch) < 1:
+                raise ValueError("the saved loop channels are malformed")
+            inputs, targets = ch[1:1 + int(ch[0])], ch[1 + int(ch[0]):]
+            if not (np.array_equal(inputs, self.inputs) and np.array_equal(targets, self.targets)):
+                raise ValueError(f"the checkpoint's loop read channels {inputs.tolist()} and "
+                                 f"forecast {targets.tolist()}; this one reads "
+                                 f"{self.inputs.tolist()} and forecasts {self.targets.tolist()}")
+        position = None
+        if "loop_source_position" in extra and hasattr(self.source, "seek"):
+            position = int(np.asarray(extra["loop_source_position"]).reshape(-1)[0])
+            length = len(getattr(self.source, "values", ()))
+            if not 0 <= position <= length:
+                raise ValueError(f"the checkpoint had read {position} samples of its source; "
+                                 f"this one has {length}")
+        self.fc.restore(extra)                       # checks, then changes
+        if position is not None:
+            self.source.seek(position)
+        self.counters.update(zip(_COUNTERS, (int(v) for v in counters)))
+        self.hist.counts[...] = hist
+        self.hist.total = int(hist.sum())
+        if self.hist.total:       # the maximum is not saved: the top bin's upper edge
+            top = int(np.flatnonzero(hist)[-1])
+            self.hist.max_ns = int(LatencyHistogram.LO_NS * 10 ** (top / LatencyHistogram.PER_DECADE))
         self._sum_sq[...] = scores[:3]
         self._n_scored = int(scores[3])
 
     @staticmethod
-    def resume(path: str):
+    def buffer_bytes(horizon: int, n_out: int, *, error_window: int = 1000,
+                     trace: int = 0) -> int:
+        """Bytes of the loop's own arrays (pending forecasts, error window,
+        trace, histogram), without building it."""
+        return (8 * (2 * horizon * n_out + 3 * error_window + 3 * trace)
+                + 8 * (9 * LatencyHistogram.PER_DECADE + 2))
+
+    @staticmethod
+    def resume(path: str, *, key: Optional[bytes] = None):
         """(net, extra) from a checkpoint; raises FileNotFoundError or
         CheckpointError with what is wrong -- a corrupt checkpoint is reported,
         never silently replaced."""
-        net, extra = OnlineRNN.load_with_extra(path)
+        net, extra = OnlineRNN.load_with_extra(path, key=key)
         for key in ("forecast_x", "forecast_pos", "loop_counters"):
             if key not in extra:
                 raise CheckpointError(f"{path!r} holds a model but no loop state "

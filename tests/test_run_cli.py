@@ -7,6 +7,7 @@ Subprocesses run `python -m rtrl_edge` outside the source tree, on the
 rtrl_edge this process imported; waits are deadlines on conditions (a file
 appearing, a process exiting), never sleeps followed by timing asserts.
 """
+import errno
 import io
 import json
 import os
@@ -202,7 +203,8 @@ def test_resume_continues_the_counts_and_the_model(tmp_path):
     rc, text = run_inproc("--synthetic", "--hidden", "6", "--max-steps", "500", "--checkpoint",
                           str(ck), "--resume", "--summary-json", str(js))
     assert rc == 0, text
-    assert f"resumed from {ck} ({net0.stats['steps']} steps learnt)" in text
+    assert f"resumed from {ck} ({net0.stats['steps']:,} steps learnt, continuing at sample " \
+           f"{c0['samples']:,})" in text
     s = strict_json(js)
     assert s["samples"] == 500 and c0["samples"] == 300
     net1, _, c1 = load_checkpoint(ck)
@@ -245,15 +247,34 @@ def test_resume_from_a_corrupt_checkpoint_exits_2_and_leaves_it_alone(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
 
 
-def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_run_completes(tmp_path):
-    ck = tmp_path / "missing-dir" / "ck.npz"
+def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_run_completes(
+        tmp_path, monkeypatch):
+    """Every write fails (disk full): the run completes, reports each failure,
+    and exits 1 -- it used to exit 0 with nothing saved."""
+    ck = tmp_path / "ck.npz"
+
+    def full(self, path, extra=None, *, key=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(OnlineRNN, "save", full)
     rc, text = run_inproc("--synthetic", "--hidden", "4", "--max-steps", "300",
                           "--checkpoint", str(ck), "--checkpoint-every", "0.001")
-    assert rc == 0, text
+    assert rc == 1, text
     assert "stopped: max steps after 300 samples" in text
     assert re.search(r"checkpoints written 0, failed [1-9]", text), text
-    assert re.search(rf"checkpoint to '{re.escape(str(ck))}' failed: No such file or "
-                     rf"directory; the previous one is intact", text), text
+    assert re.search(rf"checkpoint to '{re.escape(str(ck))}' failed: No space left on "
+                     rf"device; the previous one is intact", text), text
+    assert "the last checkpoint could not be written; what was learnt since the start " \
+           "is lost" in text
+    assert not ck.exists()
+
+
+def test_a_checkpoint_into_a_missing_folder_is_refused_before_the_run(tmp_path):
+    ck = tmp_path / "missing-dir" / "ck.npz"
+    rc, text = run_inproc("--synthetic", "--hidden", "4", "--max-steps", "300",
+                          "--checkpoint", str(ck))
+    assert rc == 2, text
+    assert text.strip() == (f"rtrl-edge run: --checkpoint {ck}: the folder "
+                            f"{ck.parent} does not exist")
 
 
 def test_a_diverging_model_does_not_end_the_run(tmp_path):
@@ -374,7 +395,8 @@ def test_resume_after_sigkill_loses_nothing_before_the_last_checkpoint(procs, tm
                              "--resume", "--max-steps", str(n + 300), "--summary-json",
                              str(js), "--quiet")
     assert rc == 0, err
-    assert f"resumed from {ck} ({net.stats['steps']} steps learnt)" in out
+    assert f"resumed from {ck} ({net.stats['steps']:,} steps learnt, continuing at sample " \
+           f"{n:,})" in out
     s = strict_json(js)
     assert s["samples"] == n + 300 and s["stop_reason"] == "max steps"
     net2, _, c2 = load_checkpoint(ck)

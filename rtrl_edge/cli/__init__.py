@@ -13,6 +13,7 @@ This module only parses and dispatches; each sub-command is a module:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse, dispatch, and turn what escapes a command into one line: a
+    user's mistake never ends in a traceback (RTRL_EDGE_TRACEBACK=1 shows it
+    for a bug report)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -43,6 +47,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:   # noqa: BLE001 - the last line of defence
+        if os.environ.get("RTRL_EDGE_TRACEBACK"):
+            raise
+        what = "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
+        print(f"rtrl-edge {args.command}: {what}: {exc} (this is a bug if your input was "
+              f"valid; RTRL_EDGE_TRACEBACK=1 shows the traceback for a report)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

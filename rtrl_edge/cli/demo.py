@@ -12,6 +12,7 @@ from .. import data
 from ..forecast import Forecaster
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
 from ._common import positive_float, positive_int
+from ._preflight import check_sizes
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -78,6 +79,12 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         f"3 channels (marker x, y, z in mm)")
     for note in rec.dropped:
         say(f"  loader dropped {note}")
+    problem = check_sizes(dict(hidden=args.hidden, horizon=h, learner=args.learner,
+                               cell=args.cell, window=args.window, optimizer=args.optimizer,
+                               rec_density=args.rec_density), 3, n_out=3)
+    if problem:
+        say(f"rtrl-edge demo: {problem}")
+        return 2
     try:
         net = OnlineRNN(3, args.hidden, 3, learner=args.learner, cell=args.cell,
                         optimizer=args.optimizer, lr=args.lr, clip=args.clip,

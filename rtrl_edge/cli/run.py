@@ -3,6 +3,7 @@ synthetic signal."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ from .. import data
 from ..forecast import Forecaster
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
 from ._common import json_safe, positive_float, positive_int
+from ._preflight import (DEFAULTS, check_output_path, check_sizes, differing_flags,
+                         keep_as_backup, model_settings)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -32,27 +35,48 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="stream a synthetic two-tone signal (100 Hz)")
     run.add_argument("--baud", type=positive_int, default=115200,
                      help="baud rate of a real port (default: %(default)s)")
-    run.add_argument("--horizon", type=positive_int, default=10,
-                     help="forecast this many samples ahead (default: %(default)s)")
-    run.add_argument("--target", type=int, default=0, metavar="CHANNEL",
-                     help="channel to forecast and control (default: 0)")
-    run.add_argument("--learner", choices=LEARNERS, default="rtrl")
-    run.add_argument("--cell", choices=CELLS, default="elman")
-    run.add_argument("--hidden", type=positive_int, default=32,
-                     help="hidden units (default: %(default)s)")
-    run.add_argument("--window", type=positive_int, default=16, help="tbptt truncation")
-    run.add_argument("--rec-density", type=positive_float, default=None,
-                     help="sparse W_rec (snap2)")
-    run.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    run.add_argument("--lr", type=positive_float, default=1e-2)
+    # Model flags default to None so that --resume can tell the ones given
+    # (checked against the checkpoint) from the ones left out (taken from it).
+    model = run.add_argument_group(
+        "model", "fixed when the model is created; with --resume, a flag given must "
+                 "match the checkpoint and one left out is taken from it")
+    model.add_argument("--horizon", type=positive_int,
+                       help=f"forecast this many samples ahead (default: {DEFAULTS['horizon']})")
+    model.add_argument("--target", type=int, metavar="CHANNEL",
+                       help="channel to forecast and control (default: 0)")
+    model.add_argument("--learner", choices=LEARNERS,
+                       help=f"default: {DEFAULTS['learner']}")
+    model.add_argument("--cell", choices=CELLS, help=f"default: {DEFAULTS['cell']}")
+    model.add_argument("--hidden", type=positive_int,
+                       help=f"hidden units (default: {DEFAULTS['hidden']})")
+    model.add_argument("--window", type=positive_int,
+                       help=f"tbptt truncation (default: {DEFAULTS['window']})")
+    model.add_argument("--rec-density", type=positive_float,
+                       help="sparse W_rec keeping this fraction (snap2)")
+    model.add_argument("--optimizer", choices=OPTIMIZERS,
+                       help=f"default: {DEFAULTS['optimizer']}")
+    model.add_argument("--lr", type=positive_float,
+                       help=f"learning rate (default: {DEFAULTS['lr']})")
+    model.add_argument("--seed", type=int, help="initialisation seed (default: 0)")
     run.add_argument("--deadline-ms", type=positive_float, default=None,
                      help="per-sample budget; slower samples are counted as misses "
                           "(default: the device's sample period)")
-    run.add_argument("--checkpoint", metavar="PATH", help="periodic atomic checkpoint (.npz)")
+    run.add_argument("--checkpoint", metavar="PATH",
+                     help="periodic atomic checkpoint (.npz); an existing one is never "
+                          "replaced unless --resume continues it or --fresh keeps it as .bak")
     run.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="S",
                      help="seconds between checkpoints (default: %(default)s)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from --checkpoint (a fresh start if it does not exist)")
+    how = run.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true",
+                     help="continue from --checkpoint (a fresh start if it does not exist "
+                          "yet); a replay continues after the last sample learnt")
+    how.add_argument("--fresh", action="store_true",
+                     help="start a new model even though --checkpoint exists; the old file "
+                          "is kept as PATH.bak (PATH.bak2, ... if that is taken)")
+    run.add_argument("--checkpoint-key", metavar="FILE",
+                     help="sign checkpoints with HMAC-SHA-256 under the key in FILE (at "
+                          "least 16 bytes, e.g. head -c 32 /dev/urandom > FILE) and refuse "
+                          "to resume from one not signed with it")
     run.add_argument("--max-steps", type=positive_int, metavar="N",
                      help="stop after N samples in all (with --resume, counting those "
                           "before the checkpoint)")
@@ -75,7 +99,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="draw signal, forecast and error (needs matplotlib: "
                           "pip install 'rtrl-edge[plot]')")
     run.add_argument("--quiet", action="store_true", help="no live progress")
-    run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=main)
     return run
 
@@ -85,26 +108,79 @@ def _progress_line(summary: dict) -> str:
     src = summary.get("source", {})
     link_errors = sum(src.get(k, 0) for k in ("crc_errors", "cobs_errors", "overflows",
                                              "seq_gaps", "rejected_samples"))
-    return (f"samples {summary['samples']:8d}  loss {summary['loss']:9.4g}  forecast RMSE "
-            f"{summary['recent_forecast_rmse']:8.4g} (last value {summary['recent_baseline_rmse']:8.4g})"
-            f"  {lat['median_us']:7.1f} us/step  misses {summary['deadline_misses']}  "
+    return (f"samples {summary['samples']:8d}  loss {_num(summary['loss'], '9.4g')}  "
+            f"forecast RMSE {_num(summary['recent_forecast_rmse'], '8.4g')} (last value "
+            f"{_num(summary['recent_baseline_rmse'], '8.4g')})  "
+            f"{_num(lat['median_us'], '7.1f')} us/step  misses {summary['deadline_misses']}  "
             f"link errors {link_errors}")
 
 
 def main(args: argparse.Namespace, out=sys.stdout) -> int:
-    """`rtrl-edge run`: the online loop, see OnlineLoop."""
-    import json
-    import os
-    import signal
-    from ..loop import OnlineLoop, PIController, ReplaySource, SerialSource, SyntheticSource
-    from ..model import CheckpointError
+    """`rtrl-edge run`: the online loop, see OnlineLoop.
+
+    Everything a user can get wrong is checked before the run starts and
+    reported in one line (exit 2): output paths, the key, sizes that would
+    not fit in memory, a checkpoint that would be replaced, flags that differ
+    from the checkpoint being resumed.  Exit 1 when the source cannot be
+    opened or the last checkpoint write failed.
+    """
+    from .. import checkpoint as ckpt
+    from ..loop import OnlineLoop, ReplaySource, SerialSource, SyntheticSource
 
     def say(*parts):
         print(*parts, file=out, flush=True)
 
+    def fail(message, code=2):
+        say(f"rtrl-edge run: {message}")
+        return code
+
     if args.resume and not args.checkpoint:
-        say("rtrl-edge run: --resume needs --checkpoint PATH")
-        return 2
+        return fail("--resume needs --checkpoint PATH")
+    if args.fresh and not args.checkpoint:
+        return fail("--fresh needs --checkpoint PATH")
+    for flag, path in (("--summary-json", args.summary_json), ("--plot", args.plot),
+                       ("--checkpoint", args.checkpoint)):
+        problem = check_output_path(path)
+        if problem:
+            return fail(f"{flag} {path}: {problem}")
+    key = None
+    if args.checkpoint_key:
+        try:
+            key = ckpt.read_key(args.checkpoint_key)
+        except (OSError, ckpt.CheckpointError) as exc:
+            return fail(f"--checkpoint-key: {getattr(exc, 'strerror', None) or exc}")
+
+    # -- the checkpoint: continue it, keep it, or refuse to touch it
+    net = extra = None
+    if args.checkpoint:
+        stale = ckpt.remove_stale_temporaries(args.checkpoint)
+        if stale:
+            say(f"rtrl-edge run: removed {stale} temporary file(s) of {args.checkpoint} left "
+                f"by a run that was killed while writing it")
+        exists = os.path.lexists(args.checkpoint)
+        if exists and not (args.resume or args.fresh):
+            try:
+                held = OnlineRNN.load(args.checkpoint, key=key)
+                what = f"a checkpoint ({held.stats['steps']:,} steps learnt)"
+            except (OSError, ckpt.CheckpointError):
+                what = "a file that is not a valid checkpoint"
+            return fail(f"{args.checkpoint} already holds {what}; continue it with --resume, "
+                        f"or start over with --fresh (which keeps it as .bak)")
+        if exists and args.resume:
+            try:
+                net, extra = OnlineLoop.resume(args.checkpoint, key=key)
+            except (OSError, ckpt.CheckpointError) as exc:
+                return fail(f"cannot resume: {exc}. The checkpoint was left as it is; move it "
+                            f"away, or start over with --fresh (which keeps it as .bak)")
+            differing = differing_flags(args, net, extra)
+            if differing:
+                return fail(f"cannot resume {args.checkpoint}: " + "; ".join(differing)
+                            + " (leave a flag out to take the checkpoint's value)")
+        elif args.resume:
+            say(f"rtrl-edge run: no checkpoint at {args.checkpoint} yet: starting afresh")
+    settings = model_settings(args, net, extra)
+
+    # -- the source
     link = None
     try:
         if args.port:
@@ -116,44 +192,48 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         elif args.replay:
             source = ReplaySource(data.load_recording(args.replay).xyz, 10.0)
         else:
-            source = SyntheticSource(seed=args.seed)
+            source = SyntheticSource(seed=settings["seed"])
     except (TimeoutError, OSError) as exc:
-        say(f"rtrl-edge run: {exc}")
-        return 1
-    channels = source.channels
-    if not 0 <= args.target < channels:
-        say(f"rtrl-edge run: --target {args.target} but the source has {channels} channels")
-        return 2
-    # the target first: the forecaster learns its change over the horizon
-    inputs = [args.target] + [c for c in range(channels) if c != args.target]
-    extra = None
-    if args.resume and os.path.exists(args.checkpoint):
-        try:
-            net, extra = OnlineLoop.resume(args.checkpoint)
-        except (CheckpointError, OSError) as exc:
-            say(f"rtrl-edge run: cannot resume: {exc}. The checkpoint was left as it is; "
-                f"move it away to start afresh.")
-            return 2
-        if net.n_in != channels:
-            say(f"rtrl-edge run: the checkpoint's model takes {net.n_in} inputs; this "
-                f"source has {channels} channels")
-            return 2
-        say(f"rtrl-edge run: resumed from {args.checkpoint} ({net.stats['steps']} steps learnt)")
-    else:
-        try:
-            net = OnlineRNN(channels, args.hidden, 1, learner=args.learner, cell=args.cell,
-                            optimizer=args.optimizer, lr=args.lr, clip=1.0, normalize=True,
-                            seed=args.seed,
-                            window=args.window if args.learner == "tbptt" else None,
-                            rec_density=args.rec_density)
-        except ValueError as exc:
-            say(f"rtrl-edge run: {exc}")
-            return 2
+        if link is not None:
+            link.close()
+        return fail(str(exc), 1)
     try:
-        fc = Forecaster(net, args.horizon, delta=True)
+        code = _run(args, out, say, fail, source, link, net, extra, settings, key)
+    finally:
+        if link is not None:
+            link.close()
+    return code
+
+
+def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
+    import signal
+    from ..loop import OnlineLoop, PIController
+
+    channels, target = source.channels, settings["target"]
+    if not 0 <= target < channels:
+        return fail(f"--target {target} but the source has {channels} channels")
+    if net is not None and net.n_in != channels:
+        return fail(f"the checkpoint's model takes {net.n_in} inputs; this source has "
+                    f"{channels} channels")
+    # the target first: the forecaster learns its change over the horizon
+    inputs = [target] + [c for c in range(channels) if c != target]
+    trace = 5000 if args.plot else 0
+    if net is None:
+        problem = check_sizes(settings, channels, trace)
+        if problem:
+            return fail(problem)
+        try:
+            net = OnlineRNN(channels, settings["hidden"], 1, learner=settings["learner"],
+                            cell=settings["cell"], optimizer=settings["optimizer"],
+                            lr=settings["lr"], clip=1.0, normalize=True, seed=settings["seed"],
+                            window=settings["window"] if settings["learner"] == "tbptt"
+                            else None, rec_density=settings["rec_density"])
+        except ValueError as exc:
+            return fail(str(exc))
+    try:
+        fc = Forecaster(net, settings["horizon"], delta=True)
     except ValueError as exc:
-        say(f"rtrl-edge run: {exc}")
-        return 2
+        return fail(str(exc))
     controller = sink = None
     if link is not None and link.hello.n_actuators > 0 and not args.no_control:
         dt = 1.0 / source.rate_hz
@@ -164,19 +244,31 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
     deadline = args.deadline_ms
     if deadline is None and getattr(source, "rate_hz", None):
         deadline = 1000.0 / source.rate_hz
-    loop = OnlineLoop(fc, source, inputs=inputs, targets=(args.target,),
+    loop = OnlineLoop(fc, source, inputs=inputs, targets=(target,),
                       controller=controller, sink=sink, deadline_ms=deadline,
                       checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                      trace=5000 if args.plot else 0)
+                      checkpoint_key=key, trace=trace)
     if extra is not None:
         try:
             loop.restore(extra)
-        except (KeyError, ValueError) as exc:
-            say(f"rtrl-edge run: cannot resume from {args.checkpoint}: {exc}")
-            return 2
-        loop.gap()      # what the model learnt is kept; the stream itself has a break
+        except ValueError as exc:
+            return fail(f"cannot resume from {args.checkpoint}: {exc}")
+        if not hasattr(source, "seek"):
+            loop.gap()     # what the model learnt is kept; a live stream has a break
+        say(f"rtrl-edge run: resumed from {args.checkpoint} ({net.stats['steps']:,} steps "
+            f"learnt" + (f", continuing at sample {source.position:,}"
+                         if hasattr(source, "position") else "") + ")")
+    if args.fresh and os.path.lexists(args.checkpoint):
+        try:
+            kept = keep_as_backup(args.checkpoint)
+        except OSError as exc:
+            return fail(f"--fresh: cannot keep {args.checkpoint} aside: "
+                        f"{exc.strerror or exc}")
+        say(f"rtrl-edge run: starting afresh; the previous checkpoint is kept as {kept}")
     if controller is not None and args.control_on == "measurement":
         controller.loop = loop
+
+    start = loop.counters["samples"]
 
     def stop(signum, frame):
         loop.stop()
@@ -189,20 +281,42 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        if link is not None:
-            link.close()
     if live:
         print(file=out)
     _print_summary(summary, say)
+    if summary["samples"] == start and getattr(source, "exhausted", False):
+        say("  nothing left to do: the checkpoint had already learnt the whole recording")
+    code = 0
     if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as f:
-            json.dump(json_safe(summary), f, indent=2, allow_nan=False)
-            f.write("\n")
+        try:
+            _write_json(args.summary_json, json_safe(summary))
+        except OSError as exc:
+            say(f"rtrl-edge run: --summary-json {args.summary_json}: {exc.strerror or exc}")
+            code = 1
     if args.plot:
         _plot(loop, args.plot, say)
-    return 0
+    if args.checkpoint and loop.last_checkpoint_error:
+        say(f"rtrl-edge run: the last checkpoint could not be written; what was learnt "
+            f"since {'the previous one' if summary['checkpoints'] else 'the start'} is lost")
+        code = 1
+    return code
 
 
+def _write_json(path: str, obj) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    import json
+    import tempfile
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-summary.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 class _DelayLine:
@@ -234,18 +348,27 @@ class _on_measurement:
         return self.controller(float(y), t)
 
 
+def _num(value, spec: str = ".4g") -> str:
+    """A number, or 'n/a' where there is none yet (NaN: nothing scored)."""
+    return "n/a" if value is None or value != value else format(value, spec)
+
+
 def _print_summary(s: dict, say) -> None:
     lat = s["latency"]
     say("summary")
     say(f"  stopped: {s['stop_reason']} after {s['samples']} samples "
         f"({s['elapsed_s']:.1f} s), {s['learned']} learnt, horizon {s['horizon']}")
-    say(f"  forecast RMSE {s['forecast_rmse']:.4g} (repeat last value {s['baseline_rmse']:.4g}); "
-        f"recent {s['recent_forecast_rmse']:.4g} ({s['recent_baseline_rmse']:.4g})")
+    say(f"  forecast RMSE {_num(s['forecast_rmse'])} (repeat last value "
+        f"{_num(s['baseline_rmse'])}); recent {_num(s['recent_forecast_rmse'])} "
+        f"({_num(s['recent_baseline_rmse'])})")
     if "tracking_rmse" in s:
-        say(f"  tracking RMSE {s['tracking_rmse']:.4g}, recent {s['recent_tracking_rmse']:.4g}; "
-            f"{s['commands']} commands")
-    say(f"  latency per sample: median {lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} us, "
-        f"max {lat['max_us']:.1f} us; deadline misses {s['deadline_misses']}")
+        say(f"  tracking RMSE {_num(s['tracking_rmse'])}, recent "
+            f"{_num(s['recent_tracking_rmse'])}; {s['commands']} commands")
+    if lat["samples"]:
+        say(f"  latency per sample: median {lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} "
+            f"us, max {lat['max_us']:.1f} us; deadline misses {s['deadline_misses']}")
+    else:
+        say("  latency per sample: no sample processed")
     say(f"  rejected {s['rejected']}, dropped late {s['dropped_late']}, gaps {s['gaps']}, "
         f"divergence recoveries {s['divergence_recoveries']}, non-finite forecasts "
         f"{s['nonfinite_forecasts']}, memory_bytes {s['memory_bytes']:,}")
