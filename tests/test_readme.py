@@ -1,0 +1,31 @@
+"""Every Python snippet in the README runs as written (each in a fresh
+namespace, in an empty working folder)."""
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+
+
+def snippets():
+    if not os.path.exists(README):       # an installed copy of the tests without the repo
+        return []
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    return re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+
+
+def test_the_readme_has_python_snippets():
+    if not os.path.exists(README):
+        pytest.skip("README.md not beside the tests")
+    assert len(snippets()) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(snippets())))
+def test_readme_snippet_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = snippets()[index]
+    # raises (and fails the test) if the snippet does not run as written
+    exec(compile(code, f"README.md python snippet {index + 1}", "exec"), {"__name__": "__readme__"})
