@@ -35,7 +35,7 @@ BENCHMARKS = (
     ("bench_step", ["--quick"], [], "exact RTRL step against numpy and the matmul roofline"),
     ("bench_learners", ["--quick"], [], "every learner's latency and memory against n"),
     ("bench_learning", [], [], "learning.md: how well each learner learns"),
-    ("bench_bridge", ["--quick"], [], "serial frame decoding throughput"),
+    ("bench_bridge", ["--quick"], [], "serial frame decoding: throughput, single bit flips"),
     ("bench_horizons", ["--quick"], [], "forecast error against horizon"),
     ("bench_loop", ["--quick"], [], "loop overhead and end-to-end latency"),
     ("bench_extmarker", ["--quick"], [], "the published respiratory-motion study"),

@@ -102,12 +102,19 @@ def test_learners_benchmark_quick_run(monkeypatch):
 
 def test_bridge_benchmark_quick_run(monkeypatch):
     """benchmarks/bench_bridge.py decodes every frame at every stage (it
-    asserts so itself) and reports positive throughputs."""
+    asserts so itself) and reports positive throughputs; under single bit
+    flips the protocol's framing delivers nothing wrong, version 1's does."""
     bench = _load_sibling(monkeypatch, "bench_bridge")
-    rows = bench.main(["--quick", "--no-write"])
+    result = bench.main(["--quick", "--no-write"])
+    rows = result["rows"]
     assert len(rows) == 4
     for row in rows.values():
         assert positive_finite(row["frames_per_s"]) and positive_finite(row["mb_per_s"])
+    wrong = {(r["framing"].split(":")[0], r["stream"]): r["wrong"] for r in result["flips"]}
+    assert len(wrong) == 4 and all(r["flips"] == 20000 for r in result["flips"])
+    assert wrong[("version 2", "frames back to back")] == 0
+    assert wrong[("version 2", "a 0x00 before each frame")] == 0
+    assert wrong[("version 1", "a 0x00 before each frame")] > 0
 
 
 def _load_sibling(monkeypatch, name):

@@ -9,6 +9,7 @@ by timing asserts; every thread is joined and every fd closed by the `rig`
 fixture's teardown.
 """
 import dataclasses
+import errno
 import gc
 import os
 import random
@@ -21,11 +22,23 @@ import time
 import pytest
 
 from rtrl_edge.bridge import (FrameDecoder, LinkError, ProtocolError, SerialLink, cobs_decode,
-                              cobs_encode, crc16_ccitt, encode_frame)
+                              cobs_encode, crc16_ccitt, encode_frame, frame_check)
 from rtrl_edge.bridge import messages as m
 from support import Pty, read_pty, wait_for
 
-LIMIT = 67                               # PROTOCOL §1: longest encoded block
+LIMIT = 68                               # PROTOCOL §1: longest encoded block
+OTHER_VERSION = m.VERSION + 1
+
+
+def decoded_frame(payload):
+    """len || payload || check: a frame before COBS (PROTOCOL §1)."""
+    body = bytes([len(payload) & 0xFF]) + payload
+    return body + frame_check(body).to_bytes(2, "big")
+
+
+def wire_v1(payload):
+    """A frame of protocol version 1 (no length byte, no final XOR)."""
+    return cobs_encode(payload + crc16_ccitt(payload).to_bytes(2, "big")) + b"\x00"
 
 
 # -- helpers -------------------------------------------------------------------
@@ -169,7 +182,7 @@ def as_stored(hello):
     return core(m.decode(m.encode(hello)))
 
 
-HELLO = m.Hello(1, 3, 2, m.MODE_PLANT, 1000, (0.001, 0.001, 0.002), (0.0, 0.5, -1.0))
+HELLO = m.Hello(m.VERSION, 3, 2, m.MODE_PLANT, 1000, (0.001, 0.001, 0.002), (0.0, 0.5, -1.0))
 
 
 def sample_stream(hello, seq0=0, marker=0, count=None):
@@ -268,17 +281,24 @@ def test_missing_port_without_reconnect_raises_linkerror_naming_it(tmp_path):
     assert issubclass(LinkError, OSError)
 
 
-def test_missing_port_with_reconnect_waits_and_counts(tmp_path):
+@pytest.mark.parametrize("reconnect", [True, False])
+def test_missing_port_fails_at_once_with_the_os_error(tmp_path, reconnect):
+    """A port that is not there when the link is made is a mistake to report,
+    not a disconnection to wait out (reconnecting is for ports that vanish
+    after they were opened): LinkError, an OSError, with the system's words."""
     path = str(tmp_path / "ttyNOPE")
-    link = SerialLink(path, timeout=0.01, backoff=(0.01, 0.02))
-    try:
-        assert not link.connected
-        assert link.poll() == [] and link.poll(timeout=0.0) == []
-        assert link.command(1) is False
-        assert link.stats["write_errors"] == 1 and link.stats["sent"] == 0
-        assert "ttyNOPE" in link.last_error
-    finally:
-        link.close()
+    t0 = time.monotonic()
+    with pytest.raises(LinkError) as err:
+        SerialLink(path, reconnect=reconnect, timeout=0.01)
+    assert time.monotonic() - t0 < 0.5
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOENT
+    assert str(err.value) == f"cannot open {path!r}: No such file or directory"
+
+
+def test_a_path_that_is_no_port_fails_at_once(tmp_path):
+    with pytest.raises(LinkError, match=re.escape(f"cannot open {str(tmp_path)!r}: ")) as err:
+        SerialLink(str(tmp_path), timeout=0.01)              # a folder
+    assert err.value.errno == errno.EISDIR
 
 
 # -- a pty with a fake device at ~1 kHz ------------------------------------------
@@ -297,7 +317,7 @@ def build_faulty_stream(rng, n_events=1500):
     seq = 65300                      # wraps at 65536 during the stream
     t_us = 2 ** 32 - 600_000         # and so does the device clock
     chunks, samples, seqs_seen, hello_seqs = [], [], [], set()
-    want = dict(crc_errors=0, cobs_errors=0, overflows=0, rejected_samples=0,
+    want = dict(crc_errors=0, cobs_errors=0, overflows=0, old_frames=0, rejected_samples=0,
                 protocol_errors=0, heartbeats=0)
 
     def payload(msg):
@@ -312,7 +332,7 @@ def build_faulty_stream(rng, n_events=1500):
     chunks.append(encode_frame(p))
     kinds = ["sample"] * 70 + ["heartbeat"] * 3 + ["garbage_long"] * 3 + ["garbage_cobs"] * 3 + \
         ["crc_flip"] * 4 + ["cobs_flip"] * 3 + ["drop"] * 4 + ["wrong_channels"] * 4 + \
-        ["oversized"] * 2 + ["hello_v2"] * 1
+        ["oversized"] * 2 + ["hello_other"] * 1
     events = sorted(set(kinds)) + [rng.choice(kinds) for _ in range(n_events)]
     rng.shuffle(events)
     for kind in events:
@@ -328,7 +348,7 @@ def build_faulty_stream(rng, n_events=1500):
             seqs_seen.append(m.decode(p).seq)
             want["heartbeats"] += 1
             chunks.append(encode_frame(p))
-        elif kind == "garbage_long":                    # > 67 bytes without a zero
+        elif kind == "garbage_long":                    # > 68 bytes without a zero
             g = rng.randbytes(rng.randint(LIMIT + 1, 400)).replace(b"\x00", b"\x11")
             chunks.append(g + b"\x00")
             want["overflows"] += 1
@@ -336,9 +356,9 @@ def build_faulty_stream(rng, n_events=1500):
             g = rng.randbytes(rng.randint(1, 60)).replace(b"\x00", b"\x22")
             chunks.append(b"\xff" + g + b"\x00")
             want["cobs_errors"] += 1
-        elif kind == "crc_flip":                        # one bit of payload or CRC
+        elif kind == "crc_flip":                        # one bit of length, payload or check
             p = payload(m.Sample(raw))                  # its seq is lost: a gap follows
-            body = p + crc16_ccitt(p).to_bytes(2, "big")
+            body = decoded_frame(p)
             chunks.append(cobs_encode(_flip(body, rng.randrange(8 * len(body)))) + b"\x00")
             want["crc_errors"] += 1
         elif kind == "cobs_flip":                       # one bit of the encoded frame
@@ -353,11 +373,13 @@ def build_faulty_stream(rng, n_events=1500):
                 except ValueError:
                     want["cobs_errors"] += 1
                     break
-                if len(d) < 3:
+                if len(d) < 4:
                     want["cobs_errors"] += 1
                     break
-                if crc16_ccitt(d[:-2]) != int.from_bytes(d[-2:], "big"):
-                    want["crc_errors"] += 1
+                check = int.from_bytes(d[-2:], "big")
+                if d[0] != len(d) - 3 or frame_check(d[:-2]) != check:
+                    old = crc16_ccitt(d[:-2]) == check      # by chance a version-1 frame
+                    want["old_frames" if old else "crc_errors"] += 1
                     break
             chunks.append(bad + b"\x00")
         elif kind == "drop":                            # the frame never leaves the device
@@ -369,15 +391,15 @@ def build_faulty_stream(rng, n_events=1500):
             chunks.append(encode_frame(p))
         elif kind == "oversized":                       # a correct frame, too long
             big = rng.randbytes(rng.randint(65, 120))
-            chunks.append(cobs_encode(big + crc16_ccitt(big).to_bytes(2, "big")) + b"\x00")
+            chunks.append(cobs_encode(decoded_frame(big)) + b"\x00")
             want["overflows"] += 1
-        elif kind == "hello_v2":                        # another protocol version,
-            p = payload(dataclasses.replace(hello, version=2, period_us=5))
+        elif kind == "hello_other":                     # another protocol version,
+            p = payload(dataclasses.replace(hello, version=OTHER_VERSION, period_us=5))
             seqs_seen.append(m.decode(p).seq)
             hello_seqs.add(len(seqs_seen) - 1)
             want["protocol_errors"] += 1
             chunks.append(encode_frame(p))
-            p = payload(hello)                          # then the device speaks v1 again:
+            p = payload(hello)                          # then it speaks this one again:
             seqs_seen.append(m.decode(p).seq)           # samples in between would be refused
             hello_seqs.add(len(seqs_seen) - 1)
             chunks.append(encode_frame(p))
@@ -417,11 +439,11 @@ def test_pty_stream_with_faults_delivers_exactly_the_intact_samples(rig):
     assert [x for x in got if isinstance(x, m.Sample)] == samples
     assert isinstance(got[0], m.Hello) and core(got[0]) == as_stored(HELLO)
     assert sum(isinstance(x, m.Heartbeat) for x in got) == want["heartbeats"]
-    assert not any(isinstance(x, m.Hello) and x.version != 1 for x in got)
-    assert core(link.hello) == as_stored(HELLO)     # the v2 HELLO was refused
+    assert not any(isinstance(x, m.Hello) and x.version != m.VERSION for x in got)
+    assert core(link.hello) == as_stored(HELLO)     # the other version's HELLO was refused
 
     stats = link.all_stats()
-    for key in ("frames", "crc_errors", "cobs_errors", "overflows", "seq_gaps",
+    for key in ("frames", "crc_errors", "cobs_errors", "overflows", "old_frames", "seq_gaps",
                 "rejected_samples", "protocol_errors", "samples"):
         assert stats[key] == want[key], (key, stats, want)
     assert stats["bytes"] == total
@@ -440,17 +462,19 @@ def test_pty_stream_with_faults_delivers_exactly_the_intact_samples(rig):
 def test_hello_with_another_version_is_refused(rig):
     pty = rig.pty()
     link = rig.link(pty.path, reconnect=False)
-    v2 = dataclasses.replace(HELLO, version=2)
-    stream = [encode_frame(m.encode(v2, seq=0)),
+    other = dataclasses.replace(HELLO, version=OTHER_VERSION)
+    stream = [encode_frame(m.encode(other, seq=0)),
               encode_frame(m.encode(m.Sample((1, 2, 3)), seq=1))]
     rig.device(pty.master, stream, period=0)
     got = []
     assert wait_for(lambda: link.decoder_stats["frames"] == 2, 5, lambda: got.extend(link.poll()))
     assert link.hello is None
     assert link.stats["protocol_errors"] == 1
-    assert re.search(r"version 2\b.*\b1\b", link.last_error), link.last_error
+    assert re.search(rf"version {OTHER_VERSION}\b.*\b{m.VERSION}\b", link.last_error), \
+        link.last_error
+    assert link.stats["bad_hello"] == 0                 # not ours to judge
     assert not any(isinstance(x, m.Hello) for x in got)
-    # the stream is refused: its samples are rejected until a v1 HELLO
+    # the stream is refused: its samples are rejected until a HELLO of this version
     assert not any(isinstance(x, m.Sample) for x in got)
     assert link.stats["rejected_samples"] == 1 and link.refused
 
@@ -633,7 +657,7 @@ def test_memory_stays_bounded_under_megabytes_of_garbage(rig):
     stats = link.all_stats()
     assert stats["overflows"] == sum(len(r) > LIMIT for r in runs)
     short = sum(0 < len(r) <= LIMIT for r in runs[:-1])
-    assert (stats["cobs_errors"] + stats["crc_errors"] + stats["frames"]
+    assert (stats["cobs_errors"] + stats["crc_errors"] + stats["old_frames"] + stats["frames"]
             + stats["resyncs"]) == short
     assert stats["resyncs"] == (0 < len(runs[0]) <= LIMIT)
     assert stats["overflows"] > 1000 and stats["cobs_errors"] > 100
@@ -685,3 +709,89 @@ def test_wait_for_hello_from_a_silent_device_times_out(rig):
     assert 1 <= link.stats["sent"] <= elapsed / 0.1 + 2
     assert wait_for(lambda: dev.requests == link.stats["sent"], 5)
     assert dev.hellos_sent == 0 and dev.error is None
+
+
+# -- a HELLO this host must refuse ------------------------------------------------
+
+def raw_hello(version=m.VERSION, n_ch=3, n_act=1, mode=1, period=10000, scale=0.001,
+              offset=0.0, seq=0):
+    """A HELLO payload packed here with struct (encode refuses impossible ones)."""
+    body = struct.pack("<BBBBI", version, n_ch, n_act, mode, period)
+    body += struct.pack("<2f", scale, offset) * min(n_ch, 6)
+    return struct.pack("<BHI", m.HELLO, seq, 0) + body
+
+
+class HelloAnswer(FakeDevice):
+    """A fake device answering every HELLO_REQUEST with a fixed payload."""
+
+    def __init__(self, master, payload):
+        super().__init__(master, ())
+        self.payload = payload
+
+    def _service(self, timeout=0.0):
+        for p in self.decoder.feed(read_pty(self.master, timeout)):
+            if isinstance(m.decode(p), m.HelloRequest):
+                self.requests += 1
+                self._write(encode_frame(self.payload))
+
+
+BAD_HELLOS = [
+    (dict(period=0), "period_us = 0"),
+    (dict(n_ch=0), "n_channels = 0"),
+    (dict(n_ch=7), "n_channels = 7"),
+    (dict(n_act=9), "n_actuators = 9"),
+    (dict(mode=7), "mode = 7"),
+    (dict(scale=float("nan")), "scale[0] = nan"),
+    (dict(scale=0.0), "scale[0] = 0.0"),
+    (dict(offset=float("inf")), "offset[0] = inf"),
+    (dict(period=2 ** 32 - 1), "period_us = 4294967295"),
+]
+
+
+@pytest.mark.parametrize("kw,named", BAD_HELLOS, ids=[n for _, n in BAD_HELLOS])
+def test_impossible_hello_is_counted_and_refused_never_raised(rig, kw, named):
+    """A device answering HELLO_REQUEST with impossible values (a real pty,
+    the host's real pyserial): wait_for_hello returns None at once, without
+    raising; bad_hello counts it; last_error names the field and value; the
+    samples that follow are rejected, until an acceptable HELLO."""
+    pty = rig.pty()
+    link = rig.link(pty.path, reconnect=False)
+    dev = HelloAnswer(pty.master, raw_hello(**kw))
+    rig.devices.append(dev)
+    dev.start()
+    t0 = time.monotonic()
+    assert link.wait_for_hello(timeout=5, ask_every=0.1) is None
+    assert time.monotonic() - t0 < 2.5                     # refused: no waiting it out
+    assert link.hello is None and link.stats["bad_hello"] >= 1
+    assert named in link.last_error and link.refused == link.last_error
+    assert "HELLO" in link.last_error
+    assert link.stats["protocol_errors"] == 0
+    for _ in range(5):                                    # poll() never raises either
+        link.poll()
+    # samples of the refused stream are not delivered; a good HELLO ends it
+    dev.payload = m.encode(HELLO, seq=1)
+    os.write(pty.master, encode_frame(m.encode(m.Sample((1, 2, 3)), seq=2)))
+    assert wait_for(lambda: link.stats["rejected_samples"] == 1, 5, link.poll)
+    assert link.wait_for_hello(timeout=5, ask_every=0.1) is not None
+    assert link.refused is None and core(link.hello) == as_stored(HELLO)
+    assert dev.error is None
+
+
+def test_device_with_protocol_version_1_firmware_is_named(rig):
+    """Old firmware frames without the length byte: its HELLO cannot even be
+    read, but its frames are recognised (old_frames, never delivered) and the
+    link says what is wrong instead of timing out in silence."""
+    pty = rig.pty()
+    link = rig.link(pty.path, reconnect=False)
+    old_hello = dataclasses.replace(HELLO, version=1)
+    frames = [wire_v1(m.encode(old_hello, seq=0))] + [
+        wire_v1(m.encode(m.Sample((i, 0, 0)), seq=i + 1)) for i in range(200)]
+    dev = rig.device(pty.master, frames, period=0.002)
+    t0 = time.monotonic()
+    assert link.wait_for_hello(timeout=5, ask_every=0.2) is None
+    assert time.monotonic() - t0 < 2.5
+    assert link.decoder_stats["old_frames"] >= 3 and link.decoder_stats["frames"] == 0
+    assert link.refused == link.last_error
+    assert re.search(r"protocol version 1\b.*\bversion 2\b", link.refused), link.refused
+    assert link.stats["samples"] == 0
+    assert dev.error is None

@@ -5,7 +5,9 @@ Layouts are checked against bytes packed here with `struct` from the table in
 the protocol, not only against `encode`; every malformed body must raise
 ProtocolError naming the type and what is wrong.
 """
+import dataclasses
 import math
+import re
 import struct
 
 import numpy as np
@@ -20,6 +22,7 @@ U32 = st.integers(0, 0xFFFFFFFF)
 I16 = st.integers(-32768, 32767)
 U8 = st.integers(0, 255)
 F32 = st.floats(width=32, allow_nan=False)
+OTHER_VERSION = 1        # a HELLO of another version: its values are not judged here
 
 
 def header(kind, seq=0, t_us=0):
@@ -28,13 +31,30 @@ def header(kind, seq=0, t_us=0):
 
 # -- round trips ---------------------------------------------------------------
 
+def _f32(x):
+    return float(np.float32(x))
+
+
+def _possible_scale():
+    mag = st.floats(_f32(1e-9), _f32(1e9), width=32)
+    return st.tuples(mag, st.booleans()).map(lambda t: -t[0] if t[1] else t[0])
+
+
 @st.composite
 def hellos(draw):
+    """HELLOs of this version with possible values, or of any other version
+    with any values."""
     n = draw(st.integers(1, 6))
-    return m.Hello(version=draw(U8), n_channels=n, n_actuators=draw(st.integers(0, 4)),
-                   mode=draw(U8), period_us=draw(U32),
-                   scale=tuple(draw(st.lists(F32, min_size=n, max_size=n))),
-                   offset=tuple(draw(st.lists(F32, min_size=n, max_size=n))),
+    version = draw(st.one_of(st.just(m.VERSION), U8))
+    if version == m.VERSION:
+        mode, period = draw(st.sampled_from(m.MODES)), draw(st.integers(*m.PERIOD_US_RANGE))
+        scale, offset = _possible_scale(), st.floats(_f32(-1e9), _f32(1e9), width=32)
+    else:
+        mode, period, scale, offset = draw(U8), draw(U32), F32, F32
+    return m.Hello(version=version, n_channels=n, n_actuators=draw(st.integers(0, 4)),
+                   mode=mode, period_us=period,
+                   scale=tuple(draw(st.lists(scale, min_size=n, max_size=n))),
+                   offset=tuple(draw(st.lists(offset, min_size=n, max_size=n))),
                    seq=draw(U16), t_us=draw(U32))
 
 
@@ -74,8 +94,9 @@ def test_wrap_edges(seq, t_us):
 
 
 def test_layouts_match_the_protocol_table():
-    hello = m.Hello(1, 2, 1, m.MODE_PLANT, 10000, (0.001, 0.5), (0.0, -1.25), seq=7, t_us=99)
-    assert m.encode(hello) == header(1, 7, 99) + struct.pack("<BBBBI4f", 1, 2, 1, 1, 10000,
+    hello = m.Hello(2, 2, 1, m.MODE_PLANT, 10000, (0.001, 0.5), (0.0, -1.25), seq=7, t_us=99)
+    assert m.VERSION == 2
+    assert m.encode(hello) == header(1, 7, 99) + struct.pack("<BBBBI4f", 2, 2, 1, 1, 10000,
                                                              0.001, 0.0, 0.5, -1.25)
     assert m.encode(m.Sample((-32768, 32767, 1), 65535, 2 ** 32 - 1)) == \
         header(2, 65535, 2 ** 32 - 1) + b"\x00\x80\xff\x7f\x01\x00"
@@ -88,7 +109,7 @@ def test_layouts_match_the_protocol_table():
 
 
 def test_largest_hello_fits_a_frame():
-    hello = m.Hello(1, 6, 4, 0, 1, (1.0,) * 6, (0.0,) * 6)
+    hello = m.Hello(m.VERSION, 6, 4, 0, 100, (1.0,) * 6, (0.0,) * 6)
     assert len(m.encode(hello)) == 7 + 8 + 48 <= MAX_PAYLOAD
     assert m.decode(m.encode(hello)) == hello
 
@@ -97,23 +118,24 @@ def test_int16_extremes_and_float32_special_values():
     raw = (-32768, 32767, 0, -1, 1, -32767)
     assert m.decode(m.encode(m.Sample(raw))).raw == raw
     specials = (float("inf"), -float("inf"), -0.0, 2.0 ** -149, 3.4028234663852886e38, -1.0)
-    hello = m.Hello(1, 6, 0, 0, 0, specials, specials[::-1])
+    hello = m.Hello(OTHER_VERSION, 6, 0, 0, 0, specials, specials[::-1])
     back = m.decode(m.encode(hello))
     assert back.scale == specials and back.offset == specials[::-1]
     assert math.copysign(1.0, back.scale[2]) == -1.0
-    nan = m.decode(m.encode(m.Hello(1, 1, 0, 0, 0, (float("nan"),), (0.0,))))
+    nan = m.decode(m.encode(m.Hello(OTHER_VERSION, 1, 0, 0, 0, (float("nan"),), (0.0,))))
     assert math.isnan(nan.scale[0])
 
 
 def test_scales_are_rounded_to_float32():
-    back = m.decode(m.encode(m.Hello(1, 1, 0, 0, 0, (0.1,), (1 / 3,))))
+    back = m.decode(m.encode(m.Hello(m.VERSION, 1, 0, 0, 1000, (0.1,), (1 / 3,))))
     assert back.scale == (float(np.float32(0.1)),) and back.offset == (float(np.float32(1 / 3)),)
 
 
 # -- Sample.values -------------------------------------------------------------
 
 def test_sample_values_scaling():
-    hello = m.decode(m.encode(m.Hello(1, 3, 1, 1, 10000, (0.001, 0.001, 0.5), (0.0, 0.0, -1.25))))
+    hello = m.decode(m.encode(m.Hello(m.VERSION, 3, 1, 1, 10000, (0.001, 0.001, 0.5),
+                                      (0.0, 0.0, -1.25))))
     values = m.Sample((1000, -1000, -2)).values(hello)
     assert values == pytest.approx((1.0, -1.0, -2.25), rel=1e-6, abs=1e-9)
 
@@ -195,10 +217,59 @@ def test_hello_body_length_must_match_channel_count(n_ch, delta):
 
 
 @pytest.mark.parametrize("n_ch,n_act", [(0, 0), (7, 0), (255, 0), (1, 5), (2, 255)])
-def test_hello_with_too_many_channels_or_actuators(n_ch, n_act):
-    payload = header(m.HELLO) + struct.pack("<BBBBI", 1, n_ch, n_act, 0, 1000) + bytes(48)
-    with pytest.raises(ProtocolError, match=rf"{n_ch} channels and {n_act} actuators"):
+@pytest.mark.parametrize("version", [m.VERSION, OTHER_VERSION])
+def test_hello_with_too_many_channels_or_actuators(n_ch, n_act, version):
+    payload = header(m.HELLO) + struct.pack("<BBBBI", version, n_ch, n_act, 0, 1000) + bytes(48)
+    field, value = ("n_channels", n_ch) if not 1 <= n_ch <= 6 else ("n_actuators", n_act)
+    with pytest.raises(m.HelloError, match=rf"impossible HELLO: {field} = {value} ") as err:
         m.decode(payload[:MAX_PAYLOAD])
+    assert (err.value.field, err.value.value) == (field, value)
+
+
+def _hello_payload(version=m.VERSION, mode=1, period=10000, scale=0.001, offset=0.0):
+    return (header(m.HELLO) + struct.pack("<BBBBI", version, 1, 1, mode, period)
+            + struct.pack("<2f", scale, offset))
+
+
+IMPOSSIBLE = [
+    ("period_us", dict(period=0), "0", r"100\.\.60000000"),
+    ("period_us", dict(period=99), "99", r"100\.\.60000000"),
+    ("period_us", dict(period=60_000_001), "60000001", r"100\.\.60000000"),
+    ("period_us", dict(period=2 ** 32 - 1), "4294967295", r"100\.\.60000000"),
+    ("mode", dict(mode=2), "2", "0 .*or 1"),
+    ("scale[0]", dict(scale=0.0), "0.0", r"1e-09 <= \|scale\| <= 1e\+09"),
+    ("scale[0]", dict(scale=-0.0), "-0.0", r"\|scale\|"),
+    ("scale[0]", dict(scale=float("nan")), "nan", r"\|scale\|"),
+    ("scale[0]", dict(scale=float("inf")), "inf", r"\|scale\|"),
+    ("scale[0]", dict(scale=-2e9), "-2000000000.0", r"\|scale\|"),
+    ("scale[0]", dict(scale=1e-10), "1.000000013351432e-10", r"\|scale\|"),
+    ("offset[0]", dict(offset=float("-inf")), "-inf", r"\|offset\| <= 1e\+09"),
+    ("offset[0]", dict(offset=float("nan")), "nan", r"\|offset\|"),
+    ("offset[0]", dict(offset=3e9), "3000000000.0", r"\|offset\|"),
+]
+
+
+@pytest.mark.parametrize("field,kw,shown,allowed", IMPOSSIBLE,
+                         ids=[f"{f}={s}" for f, _, s, _ in IMPOSSIBLE])
+def test_hello_with_an_impossible_value_is_refused_naming_it(field, kw, shown, allowed):
+    """PROTOCOL §3's bounds: decode raises HelloError naming the field, its
+    value and what is allowed; encode refuses to send such a HELLO."""
+    with pytest.raises(m.HelloError, match=rf"impossible HELLO: {re.escape(field)} = "
+                                           rf"{re.escape(shown)} \(the protocol allows .*{allowed}") as err:
+        m.decode(_hello_payload(**kw))
+    assert err.value.field == field
+    hello = m.decode(_hello_payload(version=OTHER_VERSION, **kw))    # not ours to judge
+    with pytest.raises(m.HelloError):
+        m.encode(dataclasses.replace(hello, version=m.VERSION))
+
+
+@pytest.mark.parametrize("kw", [dict(period=100), dict(period=60_000_000), dict(mode=0),
+                                dict(scale=1e-9), dict(scale=-1e-9), dict(scale=1e9),
+                                dict(scale=-1e9), dict(offset=1e9), dict(offset=-1e9)],
+                         ids=lambda kw: "-".join(f"{k}={v:g}" for k, v in kw.items()))
+def test_hello_values_at_the_bounds_are_accepted(kw):
+    hello = m.decode(_hello_payload(**kw))
+    assert m.decode(m.encode(hello)) == hello
 
 
 def test_too_many_sample_channels_and_command_values():

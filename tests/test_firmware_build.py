@@ -91,10 +91,25 @@ def cobs_decode(data):
     return bytes(out)
 
 
+def framed(payload, length=None):
+    """len || payload || check (PROTOCOL.md §1, version 2), before COBS."""
+    body = bytes([len(payload) if length is None else length]) + payload
+    return body + struct.pack(">H", binascii.crc_hqx(body, 0xFFFF) ^ 0xFFFF)
+
+
+def unframed(decoded):
+    """The payload of an intact decoded frame, or None."""
+    if len(decoded) < 4 or decoded[0] != len(decoded) - 3:
+        return None
+    check = binascii.crc_hqx(decoded[:-2], 0xFFFF) ^ 0xFFFF
+    return decoded[1:-2] if check == struct.unpack(">H", decoded[-2:])[0] else None
+
+
 def wire_frame(kind, body=b"", seq=0, corrupt_crc=False):
-    payload = struct.pack("<BHI", kind, seq, 0) + body
-    crc = binascii.crc_hqx(payload, 0xFFFF) ^ (0xFFFF if corrupt_crc else 0)
-    return cobs_encode(payload + struct.pack(">H", crc)) + b"\x00"
+    frame = bytearray(framed(struct.pack("<BHI", kind, seq, 0) + body))
+    if corrupt_crc:
+        frame[-1] ^= 0xFF
+    return cobs_encode(bytes(frame)) + b"\x00"
 
 
 class Pty:
@@ -132,17 +147,16 @@ class Pty:
                 if not chunk:
                     continue
                 try:
-                    payload = cobs_decode(chunk)
-                    intact = len(payload) >= 9 and \
-                        binascii.crc_hqx(payload[:-2], 0xFFFF) == struct.unpack(">H", payload[-2:])[0]
+                    payload = unframed(cobs_decode(chunk))
                 except ValueError:
-                    intact = False
+                    payload = None
+                intact = payload is not None and len(payload) >= 7
                 was_first, first = first, False
                 if not intact and was_first:
                     continue
                 assert intact, chunk
                 kind, seq, t_us = struct.unpack("<BHI", payload[:7])
-                yield kind, seq, t_us, payload[7:-2]
+                yield kind, seq, t_us, payload[7:]
 
 
 def start_simboard(build_dir, *args):
@@ -217,8 +231,7 @@ def codec_parse(build, wire):
 
 
 def reference_wire(kind, seq, t_us, body):
-    payload = struct.pack("<BHI", kind, seq, t_us) + body
-    return cobs_encode(payload + struct.pack(">H", binascii.crc_hqx(payload, 0xFFFF))) + b"\x00"
+    return cobs_encode(framed(struct.pack("<BHI", kind, seq, t_us) + body)) + b"\x00"
 
 
 @pytest.mark.parametrize("kind, seq, t_us, body", [
@@ -232,7 +245,7 @@ def test_codec_builds_what_the_protocol_says(build, kind, seq, t_us, body):
     rc, wire = codec_build(build, kind, seq, t_us, body)
     assert rc == 0
     assert wire == reference_wire(kind, seq, t_us, body)
-    assert len(wire) <= 68 and wire.index(b"\x00") == len(wire) - 1
+    assert len(wire) <= 69 and wire.index(b"\x00") == len(wire) - 1
     assert codec_parse(build, wire) == [("FRAME", kind, seq, t_us, body)]
 
 
@@ -260,23 +273,46 @@ def test_codec_decodes_a_stream_and_resynchronises(build):
     ]
 
 
-def test_codec_size_limit_is_67_encoded_bytes(build):
-    # a 64-byte payload without zeros encodes to exactly 67 bytes: accepted
+def test_codec_size_limit_is_68_encoded_bytes(build):
+    # a 64-byte payload encodes to 68 bytes (length byte, check, one COBS
+    # code): accepted
     body = bytes(range(1, 58))
     wire = reference_wire(0x7F, 0x0101, 0x01010101, body)
-    assert len(wire) == 68
+    assert len(wire) == 69
     assert codec_parse(build, wire)[0][0] == "FRAME"
     # one byte more before the delimiter is an overflow
     assert codec_parse(build, wire[:-1] + b"\x01\x00") == [("ERROR", OVERFLOW)]
 
 
 def test_codec_short_frames(build):
-    # one decoded byte: no room for a CRC
+    # one or two decoded bytes: no room for a length byte and a check
     assert codec_parse(build, b"\x02\x07\x00") == [("ERROR", BAD_CRC)]
-    # intact CRC, payload shorter than the 7-byte header
-    payload = b"\x04\x00\x00"
-    wire = cobs_encode(payload + struct.pack(">H", binascii.crc_hqx(payload, 0xFFFF))) + b"\x00"
+    assert codec_parse(build, b"\x03\x07\x07\x00") == [("ERROR", BAD_CRC)]
+    # intact, payload shorter than the 7-byte header
+    wire = cobs_encode(framed(b"\x04\x00\x00")) + b"\x00"
     assert codec_parse(build, wire) == [("ERROR", BAD_LENGTH)]
+
+
+def test_codec_length_byte_must_match_whatever_the_check(build):
+    """A frame whose check matches but whose length byte is off is refused:
+    what makes a frame run on into the next one always fail."""
+    payload = struct.pack("<BHI", HEARTBEAT, 5, 6)
+    for length in (len(payload) - 1, len(payload) + 1, 0, 255):
+        wire = cobs_encode(framed(payload, length)) + b"\x00"
+        assert codec_parse(build, wire) == [("ERROR", BAD_CRC)], length
+
+
+@pytest.mark.parametrize("bit", range(8))
+def test_codec_refuses_a_frame_whose_delimiter_flipped(build, bit):
+    """The delimiter of a frame flips (0x00 -> 0x01, ... 0x80) and a 0x00
+    follows: under version 1 the first case delivered the payload plus a CRC
+    byte; now every case is an error, and the next frame comes through."""
+    sample = reference_wire(SAMPLE, 7, 70000, struct.pack("<3h", 1000, -3, 0))
+    after = reference_wire(HEARTBEAT, 8, 80000, b"")
+    stream = sample[:-1] + bytes([1 << bit]) + b"\x00" + after
+    events = codec_parse(build, stream)
+    assert events[-1] == ("FRAME", HEARTBEAT, 8, 80000, b"")
+    assert len(events) == 2 and events[0][0] == "ERROR", events
 
 
 # ---- the firmware in simavr ----------------------------------------------------
@@ -292,6 +328,40 @@ def test_simboard_prints_port_first_and_stops_at_seconds(build):
     assert re.fullmatch(r"PORT /dev/pts/\d+\n", first), (first, err)
     assert rest == "", "only the PORT line goes to stdout"
     assert proc.returncode == 0, err
+
+
+@needs_simavr
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_simboard_port_line_comes_first_with_stderr_on_the_same_stream(build, terminal):
+    """simavr's notes ("Loaded ...", uart_pty's messages) are made before the
+    pty exists; simboard holds them back until the PORT line is out, so it
+    is the first line even when stdout and stderr are one terminal (where
+    stdio is line-buffered) or one pipe."""
+    cmd = [str(build / "simboard"), "--fast", "--seconds", "0.5", str(build / "firmware.elf")]
+    if terminal:
+        master, slave = os.openpty()
+        proc = subprocess.Popen(cmd, stdout=slave, stderr=slave)
+        os.close(slave)
+        text = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:                     # EIO: the other end is closed
+                break
+            if not chunk:
+                break
+            text += chunk
+        os.close(master)
+        assert proc.wait(timeout=60) == 0
+        text = text.decode().replace("\r\n", "\n")
+    else:
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stdout
+        text = result.stdout
+    first, *rest = text.splitlines()
+    assert re.fullmatch(r"PORT /dev/pts/\d+", first), text
+    assert any(line.startswith("Loaded ") for line in rest), text
 
 
 @needs_simavr
@@ -338,7 +408,7 @@ def test_firmware_speaks_the_protocol_over_the_pty(build):
                 errors.append(struct.unpack("<BH", body))
             if errors and len(samples) > 300:
                 break
-        assert hello == (1, 3, 1, 1, 10000), "version, channels, actuators, mode, period"
+        assert hello == (2, 3, 1, 1, 10000), "version, channels, actuators, mode, period"
         steps = {b[0] - a[0] for a, b in zip(samples, samples[1:])}
         assert steps == {10000}, "one SAMPLE every period_us of device time"
         assert all(len(raw) == 3 for _, raw in samples)

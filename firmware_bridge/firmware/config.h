@@ -46,12 +46,13 @@
  * the HELLO that answers it reports the period actually in force.
  *
  * The lower bound keeps SAMPLEs to at most 80 % of the line: a SAMPLE of n
- * channels is 11 + 2n bytes on the wire (7 header + 2n body + 2 CRC + 1 COBS
- * + 1 delimiter), 10 bits each.  At 115200 baud that is 1844 us for 3
- * channels, 2495 us for 6.  The upper bound is about what Timer1 reaches
- * with its largest prescaler (65536 * 64 us at 16 MHz).
+ * channels is 12 + 2n bytes on the wire (1 length + 7 header + 2n body +
+ * 2 check + 1 COBS + 1 delimiter), 10 bits each.  At 115200 baud that is
+ * 1518 us for 1 channel, 1952 us for 3, 2603 us for 6.  The upper bound is
+ * about what Timer1 reaches with its largest prescaler (65536 * 64 us at
+ * 16 MHz).
  */
-#define RTRL_SAMPLE_WIRE_BYTES (11UL + 2UL * (RTRL_N_CHANNELS))
+#define RTRL_SAMPLE_WIRE_BYTES (12UL + 2UL * (RTRL_N_CHANNELS))
 #define RTRL_MIN_PERIOD_US \
     (RTRL_SAMPLE_WIRE_BYTES * 10UL * 1000000UL / (RTRL_BAUD) * 5UL / 4UL)
 #define RTRL_MAX_PERIOD_US 4000000UL

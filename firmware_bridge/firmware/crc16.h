@@ -2,7 +2,8 @@
  * crc16.h - CRC-16/CCITT-FALSE (PROTOCOL.md section 1).
  *
  * Polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR.
- * Check value: crc16("123456789", 9) == 0x29B1.
+ * Check value: crc16("123456789", 9) == 0x29B1.  A frame's check is this
+ * CRC XORed with 0xFFFF (protocol.c).
  */
 #ifndef RTRL_CRC16_H
 #define RTRL_CRC16_H

@@ -1,5 +1,5 @@
 /*
- * protocol.c - frame building and parsing for PROTOCOL.md version 1.
+ * protocol.c - frame building and parsing for PROTOCOL.md version 2.
  */
 #include <string.h>
 #include "crc16.h"
@@ -42,22 +42,23 @@ uint32_t proto_get_u32(const uint8_t *src)
 uint8_t proto_build(uint8_t type, uint16_t seq, uint32_t t_us,
                     const uint8_t *body, uint8_t body_len, uint8_t *wire_out)
 {
-    uint8_t payload[PROTO_MAX_DECODED];
+    uint8_t frame[PROTO_MAX_DECODED];      /* len || payload || check */
     uint8_t n;
-    uint16_t crc;
+    uint16_t check;
 
     if (body_len > PROTO_MAX_BODY)
         return 0;
-    payload[0] = type;
-    proto_put_u16(payload + 1, seq);
-    proto_put_u32(payload + 3, t_us);
+    frame[0] = (uint8_t)(PROTO_HEADER + body_len);
+    frame[1] = type;
+    proto_put_u16(frame + 2, seq);
+    proto_put_u32(frame + 4, t_us);
     if (body_len)
-        memcpy(payload + PROTO_HEADER, body, body_len);
-    n = (uint8_t)(PROTO_HEADER + body_len);
-    crc = crc16(payload, n);
-    payload[n++] = (uint8_t)(crc >> 8);     /* CRC most significant byte first */
-    payload[n++] = (uint8_t)crc;
-    n = (uint8_t)cobs_encode(payload, n, wire_out);
+        memcpy(frame + 1 + PROTO_HEADER, body, body_len);
+    n = (uint8_t)(1 + PROTO_HEADER + body_len);
+    check = crc16(frame, n) ^ PROTO_CHECK_XOR;
+    frame[n++] = (uint8_t)(check >> 8);     /* most significant byte first */
+    frame[n++] = (uint8_t)check;
+    n = (uint8_t)cobs_encode(frame, n, wire_out);
     wire_out[n++] = 0x00;
     return n;
 }
@@ -75,7 +76,7 @@ void proto_rx_discard(proto_rx_t *rx)
 proto_rx_result_t proto_rx_feed(proto_rx_t *rx, uint8_t byte, proto_frame_t *out)
 {
     uint8_t n;
-    uint16_t crc_rx;
+    uint16_t check, check_rx;
 
     switch (cobs_decoder_feed(&rx->cobs, byte)) {
     case COBS_MORE:
@@ -89,19 +90,25 @@ proto_rx_result_t proto_rx_feed(proto_rx_t *rx, uint8_t byte, proto_frame_t *out
     }
 
     n = rx->cobs.len;
-    if (n < 2)
-        return PROTO_RX_BAD_CRC;            /* no room for a CRC at all */
-    n -= 2;
-    crc_rx = (uint16_t)(((uint16_t)rx->buf[n] << 8) | rx->buf[n + 1]);
-    if (crc16(rx->buf, n) != crc_rx)
+    if (n < PROTO_OVERHEAD)
+        return PROTO_RX_BAD_CRC;            /* no room for a length and a check */
+    n -= 2;                                 /* length byte + payload */
+    check_rx = (uint16_t)(((uint16_t)rx->buf[n] << 8) | rx->buf[n + 1]);
+    /* the length byte first: a frame run on into the next never matches */
+    if (rx->buf[0] != n - 1)
         return PROTO_RX_BAD_CRC;
+    check = crc16(rx->buf, n);
+    check ^= PROTO_CHECK_XOR;
+    if (check != check_rx)
+        return PROTO_RX_BAD_CRC;
+    n--;                                    /* payload bytes */
     if (n < PROTO_HEADER)
         return PROTO_RX_BAD_LENGTH;         /* intact, but shorter than the header */
 
-    out->type = rx->buf[0];
-    out->seq = proto_get_u16(rx->buf + 1);
-    out->t_us = proto_get_u32(rx->buf + 3);
-    out->body = rx->buf + PROTO_HEADER;
+    out->type = rx->buf[1];
+    out->seq = proto_get_u16(rx->buf + 2);
+    out->t_us = proto_get_u32(rx->buf + 4);
+    out->body = rx->buf + 1 + PROTO_HEADER;
     out->body_len = (uint8_t)(n - PROTO_HEADER);
     return PROTO_RX_FRAME;
 }

@@ -1,8 +1,14 @@
 /*
- * protocol.h - rtrl_edge serial protocol, version 1 (firmware_bridge/PROTOCOL.md).
+ * protocol.h - rtrl_edge serial protocol, version 2 (firmware_bridge/PROTOCOL.md).
  *
- *   wire frame = COBS( payload || crc_hi || crc_lo ) || 0x00
+ *   wire frame = COBS( len || payload || check_hi || check_lo ) || 0x00
+ *   len        = payload bytes, 1..64
+ *   check      = CRC-16/CCITT-FALSE of len || payload, XORed with 0xFFFF
  *   payload    = type u8 | seq u16 | t_us u32 | body     (little-endian)
+ *
+ * The length byte lets no frame that ran on into the next one (a lost or
+ * damaged delimiter) pass, whatever its CRC; the XOR keeps frames of
+ * version 1 (no length byte, no XOR) from passing.
  *
  * This module knows the frame layout and nothing about the board: it builds
  * wire frames from a type and a body, and turns received wire bytes into
@@ -18,15 +24,17 @@
 extern "C" {
 #endif
 
-#define PROTO_VERSION       1
+#define PROTO_VERSION       2
 
 /* Sizes (PROTOCOL.md section 1 and 2). */
 #define PROTO_MAX_PAYLOAD   64u
 #define PROTO_HEADER        7u
+#define PROTO_OVERHEAD      3u      /* length byte + 2 check bytes */
+#define PROTO_CHECK_XOR     0xFFFFu
 #define PROTO_MAX_BODY      (PROTO_MAX_PAYLOAD - PROTO_HEADER)             /* 57 */
-#define PROTO_MAX_DECODED   (PROTO_MAX_PAYLOAD + 2u)                       /* 66 */
-#define PROTO_MAX_ENCODED   (PROTO_MAX_DECODED + 1u)                       /* 67 */
-#define PROTO_MAX_WIRE      (PROTO_MAX_ENCODED + 1u)                       /* 68 */
+#define PROTO_MAX_DECODED   (PROTO_MAX_PAYLOAD + PROTO_OVERHEAD)           /* 67 */
+#define PROTO_MAX_ENCODED   (PROTO_MAX_DECODED + 1u)                       /* 68 */
+#define PROTO_MAX_WIRE      (PROTO_MAX_ENCODED + 1u)                       /* 69 */
 
 /* Frame types (section 3). */
 enum {
@@ -108,9 +116,10 @@ void proto_rx_discard(proto_rx_t *rx);
 /*
  * Feeds one wire byte.  On PROTO_RX_FRAME, *out holds the frame.  A damaged
  * frame is never delivered: it is reported once, and decoding starts afresh
- * after the next 0x00.  A decoded frame too short to hold a CRC is a
- * BAD_CRC; one whose CRC matches but that is shorter than the header is a
- * BAD_LENGTH.  The type is not checked here.
+ * after the next 0x00.  A decoded frame too short to hold a length byte and
+ * a check, or whose length byte does not match its size, or whose check
+ * does not match, is a BAD_CRC; an intact one whose payload is shorter than
+ * the header is a BAD_LENGTH.  The type is not checked here.
  */
 proto_rx_result_t proto_rx_feed(proto_rx_t *rx, uint8_t byte, proto_frame_t *out);
 

@@ -4,9 +4,13 @@
  *   simboard [--realtime|--fast] [--seconds S] path/to/firmware.elf
  *
  * The first line on stdout is "PORT <pty slave path>", flushed as soon as
- * the pty exists; nothing else is ever written to stdout (simavr's own
- * messages are routed to stderr).  Open that path like a serial port: the
- * baud rate is ignored and DTR/RTS ioctls fail on a pty.
+ * the pty exists; nothing else is ever written to stdout.  Every note --
+ * simavr's own (its logger and its printf()s: "Loaded ...", uart_pty's
+ * messages) and this harness's -- goes to stderr, and the notes made before
+ * the PORT line are held back until it is out, so that it is also the first
+ * line on a terminal or when stdout and stderr are one pipe.  Open that path
+ * like a serial port: the baud rate is ignored and DTR/RTS ioctls fail on a
+ * pty.
  *
  *   --realtime  (default) simulated time never runs ahead of wall-clock
  *               time: checked every 1 ms of simulated time, sleeping when
@@ -27,6 +31,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +53,35 @@
 #define THROTTLE_HZ         1000u   /* realtime check: every 1 ms of sim time */
 
 static volatile sig_atomic_t stop_requested;
+
+/* Simulator notes made before the PORT line is out, in a temporary file;
+ * then straight to stderr (file descriptor 1 becomes stderr's). */
+static FILE *held_notes;
+
+static void release_notes(void)
+{
+    char buf[512];
+    size_t n;
+
+    fflush(stdout);
+    if (held_notes) {
+        rewind(held_notes);
+        while ((n = fread(buf, 1, sizeof buf, held_notes)) > 0)
+            fwrite(buf, 1, n, stderr);
+        fclose(held_notes);
+        held_notes = NULL;
+    }
+    dup2(STDERR_FILENO, STDOUT_FILENO);
+}
+
+/* simavr's logger, on stdout (fd 1): the held notes, later stderr.  Same
+ * filter as simavr's own: without an avr, or up to the avr's log level. */
+static void log_note(avr_t *avr, const int level, const char *format, va_list ap)
+{
+    if (avr && avr->log < level)
+        return;
+    vfprintf(stdout, format, ap);
+}
 
 static void on_signal(int sig)
 {
@@ -168,15 +202,24 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    /* stdout carries the PORT line only: keep it aside, and send whatever
-       simavr prints (load messages, uart_pty's notes) to stderr */
+    /* stdout carries the PORT line only: keep it aside.  Whatever simavr
+       prints (load messages, uart_pty's notes) goes to file descriptor 1,
+       which holds it in a temporary file until the PORT line is out, and is
+       stderr after that (release_notes, also at any exit). */
     fflush(stdout);
     stdout_fd = dup(STDOUT_FILENO);
-    if (stdout_fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0 ||
-        !(out = fdopen(stdout_fd, "w"))) {
+    if (stdout_fd < 0 || !(out = fdopen(stdout_fd, "w"))) {
         perror("simboard: stdout");
         return 2;
     }
+    held_notes = tmpfile();
+    if (dup2(held_notes ? fileno(held_notes) : STDERR_FILENO, STDOUT_FILENO) < 0) {
+        perror("simboard: stdout");
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    atexit(release_notes);
+    avr_global_logger_set(log_note);
     /* uart_pty would start an xterm or open a second (tap) pty on these */
     unsetenv("SIMAVR_UART_XTERM");
     unsetenv("SIMAVR_UART_TAP");
@@ -227,6 +270,7 @@ int main(int argc, char **argv)
 
     fprintf(out, "PORT %s\n", pty.pty.slavename);
     fflush(out);
+    release_notes();
     fprintf(stderr, "simboard: %s, %s at %u Hz, %s%s\n", elf_path, fw.mmcu,
             (unsigned)avr->frequency, realtime ? "realtime" : "fast",
             seconds > 0.0 ? "" : ", until SIGINT/SIGTERM");

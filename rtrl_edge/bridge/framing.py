@@ -1,10 +1,21 @@
-"""Frames of the serial protocol (firmware_bridge/PROTOCOL.md §1).
+"""Frames of the serial protocol, version 2 (firmware_bridge/PROTOCOL.md §1).
 
-    wire frame = COBS(payload || crc16_be(payload)) || 0x00
+    wire frame = COBS(len || payload || check) || 0x00
+    len        = len(payload), 1..MAX_PAYLOAD (one byte)
+    check      = crc16_ccitt(len || payload) ^ 0xFFFF, most significant byte first
 
 `FrameDecoder` turns any byte stream -- split anywhere, with garbage, flipped
 bits, truncated or oversized frames in it -- into the payloads of the intact
 frames, in bounded memory, and never raises.
+
+The length byte makes one kind of damage impossible to miss, not just
+improbable: a frame whose end moved -- it runs on into the next one (its
+delimiter lost or flipped) or ends early (a byte flipped to 0x00) -- decodes
+to more or fewer bytes than its length byte announces, whatever its CRC
+says.  (Version 1, without it, let both through for certain in one case
+each.)  The final XOR makes an intact frame of protocol version 1 (no length
+byte, no XOR) always fail this check, so the decoder recognises such frames
+(``old_frames``) instead of taking them for damage, and never delivers them.
 """
 from __future__ import annotations
 
@@ -13,6 +24,8 @@ from typing import Dict, List
 
 MAX_PAYLOAD = 64                           # bytes, PROTOCOL §1
 DELIMITER = b"\x00"
+CHECK_XOR = 0xFFFF                         # final XOR of the frame check
+OVERHEAD = 3                               # length byte + 2 check bytes
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
@@ -24,6 +37,16 @@ def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
     # binascii.crc_hqx is exactly this CRC with the initial value as argument,
     # computed in C.
     return binascii.crc_hqx(data, crc)
+
+
+def frame_check(data: bytes) -> int:
+    """The check a frame carries over its length byte and payload:
+    ``crc16_ccitt(data) ^ 0xFFFF`` (the parameters of CRC-16/GENIBUS).
+
+    >>> hex(frame_check(b"123456789"))
+    '0xd64e'
+    """
+    return binascii.crc_hqx(data, 0xFFFF) ^ CHECK_XOR
 
 
 def cobs_encode(data: bytes) -> bytes:
@@ -69,46 +92,68 @@ def encode_frame(payload: bytes) -> bytes:
     if not 1 <= len(payload) <= MAX_PAYLOAD:
         raise ValueError(f"payload is {len(payload)} bytes; a frame carries at least 1 "
                          f"and at most {MAX_PAYLOAD}")
-    return cobs_encode(payload + crc16_ccitt(payload).to_bytes(2, "big")) + DELIMITER
+    body = bytes((len(payload),)) + payload
+    return cobs_encode(body + frame_check(body).to_bytes(2, "big")) + DELIMITER
 
 
 def max_encoded_size(max_payload: int = MAX_PAYLOAD) -> int:
-    """Longest COBS block of payload + CRC, without the delimiter."""
-    n = max_payload + 2
+    """Longest COBS block of length byte + payload + check, without the
+    delimiter (68 for the protocol's 64-byte payloads)."""
+    n = max_payload + OVERHEAD
     return n + n // 254 + 1
 
 
 class FrameDecoder:
     """Incremental frame decoder with a fixed-size buffer.
 
-    ``feed(data)`` accepts any bytes and returns the CRC-checked payloads of
-    the frames completed by them, oldest first.  Damaged input is dropped and
-    counted in ``stats``:
+    ``feed(data)`` accepts any bytes and returns the checked payloads of the
+    frames completed by them, oldest first.  A payload is delivered only if
+    its frame decodes as COBS, its length byte equals the number of payload
+    bytes, and its check matches; everything else is dropped and counted in
+    ``stats``:
 
     - ``frames``: payloads delivered
-    - ``crc_errors``: frames whose CRC did not match
-    - ``cobs_errors``: frames that were not valid COBS, or too short to hold a CRC
+    - ``crc_errors``: frames whose check failed: the length byte does not
+      match the decoded size (a frame run on into the next, or cut), or the
+      CRC does not match
+    - ``cobs_errors``: frames that were not valid COBS, or too short to hold
+      a length byte, a check and one payload byte
     - ``overflows``: runs of more than ``max_encoded_size(max_payload)`` bytes
       without a delimiter (dropped up to the next delimiter)
+    - ``old_frames``: intact frames of protocol version 1 (no length byte,
+      no final XOR): a device with old firmware.  Never delivered;
+      ``old_streak`` counts them since the last delivered frame.
     - ``bytes``: bytes fed
     - ``resyncs``: a cut first frame after ``reset(mid_stream=True)``
+
+    Guarantees: a frame whose end moved -- its delimiter lost or flipped, so
+    that it runs on into what follows, or a byte of it flipped to 0x00, so
+    that it ends early -- is never delivered (its length byte cannot match);
+    nor is a frame of version 1.  Other damage passes only if the CRC misses
+    it: never for 1 to 3 flipped bits or a burst of up to 16 in the decoded
+    bytes, about 1 in 65536 for random damage.  Measured: 0 wrong payloads
+    in 10^6 single bit flips of each of two streams
+    (``benchmarks/bench_bridge.py``).
 
     Memory: one bytearray of the largest legal encoded frame, allocated here.
     """
 
-    __slots__ = ("max_payload", "_limit", "_buf", "_len", "_skipping", "_syncing", "stats")
+    __slots__ = ("max_payload", "_limit", "_buf", "_len", "_skipping", "_syncing", "stats",
+                 "old_streak")
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):
-        if not 1 <= int(max_payload) <= 4096:
-            raise ValueError(f"max_payload must be in 1..4096, got {max_payload!r}")
+        if not 1 <= int(max_payload) <= 255:
+            raise ValueError(f"max_payload must be in 1..255 (a length byte), got "
+                             f"{max_payload!r}")
         self.max_payload = int(max_payload)
         self._limit = max_encoded_size(self.max_payload)
         self._buf = bytearray(self._limit)
         self._len = 0
         self._skipping = False          # after an overflow: drop up to the next 0x00
         self._syncing = False           # joined mid-stream: the first frame may be cut
+        self.old_streak = 0
         self.stats: Dict[str, int] = dict(frames=0, crc_errors=0, cobs_errors=0,
-                                          overflows=0, bytes=0, resyncs=0)
+                                          overflows=0, old_frames=0, bytes=0, resyncs=0)
 
     def reset(self, mid_stream: bool = False) -> None:
         """Forget a partial frame; stats are kept.  With ``mid_stream`` (a
@@ -118,6 +163,7 @@ class FrameDecoder:
         self._len = 0
         self._skipping = False
         self._syncing = bool(mid_stream)
+        self.old_streak = 0
 
     def _drop(self, bucket: str) -> None:
         self.stats["resyncs" if self._syncing else bucket] += 1
@@ -164,6 +210,7 @@ class FrameDecoder:
         self._syncing = False
         if payload is not None:
             self.stats["frames"] += 1
+            self.old_streak = 0
             out.append(payload)
 
     def _check(self, block: bytes):
@@ -172,11 +219,18 @@ class FrameDecoder:
             decoded = cobs_decode(block)
         except ValueError:
             return self._drop("cobs_errors")
-        if len(decoded) < 3:            # no room for a CRC and at least one byte
+        n = len(decoded)
+        if n < OVERHEAD + 1:            # no room for length, check and one byte
             return self._drop("cobs_errors")
-        payload, crc = decoded[:-2], decoded[-2:]
-        if crc16_ccitt(payload) != int.from_bytes(crc, "big"):
+        body = decoded[:-2]
+        crc = crc16_ccitt(body)
+        check = decoded[-2] << 8 | decoded[-1]
+        if decoded[0] != n - OVERHEAD or crc ^ CHECK_XOR != check:
+            if crc == check:            # version 1: CRC of the payload, no XOR
+                self.stats["old_frames"] += 1
+                self.old_streak += 1
+                return None
             return self._drop("crc_errors")
-        if len(payload) > self.max_payload:
+        if n - OVERHEAD > self.max_payload:
             return self._drop("overflows")
-        return payload
+        return decoded[1:-2]

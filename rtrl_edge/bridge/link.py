@@ -2,14 +2,17 @@
 schema checks, sequence-gap counting and reconnection with back-off.
 
 `SerialLink` is synchronous and single-threaded: call `poll()` from the
-loop that consumes samples.  With ``reconnect=True`` (the default) it never
-raises for what the line does (noise, a vanished port): it counts,
-reconnects and carries on.  With ``reconnect=False`` a port that cannot be
-opened, or goes away, raises `LinkError`.
+loop that consumes samples.  A port that cannot be opened when the link is
+made raises `LinkError` (an OSError with the system's reason) at once.
+After that, with ``reconnect=True`` (the default) it never raises for what
+the line or the device does (noise, a vanished port, a HELLO it must
+refuse): it counts, says why in ``last_error``, reconnects and carries on.
+With ``reconnect=False`` a port that goes away raises `LinkError`.
 """
 from __future__ import annotations
 
 import errno
+import os
 import queue
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -24,7 +27,14 @@ except ImportError:  # pragma: no cover - pyserial is a dependency
 
 
 class LinkError(OSError):
-    """The serial port could not be opened or used (wraps SerialException)."""
+    """The serial port could not be opened or used (wraps SerialException);
+    ``errno`` is the system's error number when there is one."""
+
+
+#: Frames of protocol version 1 in a row (and none of this version) after
+#: which the device is taken to run old firmware.
+OLD_VERSION_FRAMES = 3
+HELLO_VERSION_AT = messages.HEADER.size   # the version byte of a HELLO payload
 
 
 class SerialLink:
@@ -43,15 +53,26 @@ class SerialLink:
         Bytes read per call at most: with the decoder's fixed buffer this
         bounds the link's memory, however much garbage arrives.
     reconnect : bool
-        Reopen a port that disappears, backing off from ``backoff[0]`` to
-        ``backoff[1]`` seconds between attempts (doubling).
+        Reopen a port that disappears after it was opened, backing off from
+        ``backoff[0]`` to ``backoff[1]`` seconds between attempts (doubling).
+        A port that cannot be opened at first raises `LinkError` either way.
     on_state : callable(str), optional
         Called with "connected" / "disconnected" when the link changes state.
 
-    ``stats`` counts: frames, crc_errors, cobs_errors, overflows (from the
-    decoder), seq_gaps, protocol_errors (CRC-valid but malformed),
-    rejected_samples (channel count not the HELLO's), samples, sent,
-    write_errors, reconnects, disconnects.
+    ``stats`` counts: seq_gaps, protocol_errors (CRC-valid but malformed,
+    or a HELLO of another version), bad_hello (a HELLO of this version with
+    an impossible value, PROTOCOL.md §3), rejected_samples (channel count not
+    the HELLO's, or the stream is refused), samples, sent, write_errors,
+    reconnects, disconnects; ``decoder_stats`` the decoder's frames,
+    crc_errors, cobs_errors, overflows, old_frames (protocol version 1),
+    bytes, resyncs; ``all_stats()`` both.
+
+    ``hello`` is the device's accepted schema.  ``refused`` says why its
+    stream is refused (a HELLO of another version or with an impossible
+    value, or frames of protocol version 1), None otherwise; samples are
+    rejected while it is set, until an acceptable HELLO arrives.
+    ``last_error`` is the latest problem in words (a rejected field and its
+    value, an OS error).
     """
 
     def __init__(self, url: str, *, baudrate: int = 115200, timeout: float = 0.02,
@@ -81,9 +102,11 @@ class SerialLink:
         self.hello: Optional[messages.Hello] = None
         self.refused: Optional[str] = None   # why the device's stream is refused
         self.stats: Dict[str, int] = dict(samples=0, seq_gaps=0, protocol_errors=0,
-                                          rejected_samples=0, sent=0, write_errors=0,
-                                          reconnects=0, disconnects=0)
+                                          bad_hello=0, rejected_samples=0, sent=0,
+                                          write_errors=0, reconnects=0, disconnects=0)
         self.last_error: Optional[str] = None
+        self._refusals = 0                   # refusals so far (wait_for_hello)
+        self._old_device = False             # refused for frames of version 1
         self._open(first=True)
 
     # -- connection ------------------------------------------------------
@@ -104,9 +127,15 @@ class SerialLink:
             port.rtscts = False
             port.open()
         except (serial.SerialException, OSError, ValueError) as exc:
-            self.last_error = str(exc)
-            if first and not self.reconnect:
-                raise LinkError(f"cannot open {self.url!r}: {exc}") from exc
+            code = getattr(exc, "errno", None)
+            reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+            self.last_error = f"cannot open {self.url!r}: {reason}"
+            if first:
+                # a port that was never there is a mistake to report, not a
+                # disconnection to wait out
+                err = LinkError(self.last_error)
+                err.errno = code if isinstance(code, int) else None
+                raise err from exc
             self._schedule_retry()
             return False
         self._port = port
@@ -184,6 +213,11 @@ class SerialLink:
         return self._decode(self._decoder.feed(self._view[:n].tobytes()))
 
     def _decode(self, payloads: Sequence[bytes]) -> List[messages.Message]:
+        old = self._decoder.old_streak >= OLD_VERSION_FRAMES
+        if old and not self._old_device:
+            self._refuse(f"device sends frames of protocol version 1 (no length byte); this "
+                         f"host speaks version {messages.VERSION}: update its firmware")
+        self._old_device = old
         out = []
         for payload in payloads:
             is_hello = len(payload) >= 3 and payload[0] == messages.HELLO
@@ -198,16 +232,20 @@ class SerialLink:
             try:
                 msg = messages.decode(payload)
             except messages.ProtocolError as exc:
-                self.stats["protocol_errors"] += 1
-                self.last_error = str(exc)
+                version = payload[HELLO_VERSION_AT] if len(payload) > HELLO_VERSION_AT else None
+                if is_hello and version not in (None, messages.VERSION):
+                    self._refuse_version(version)
+                elif is_hello:
+                    self.stats["bad_hello"] += 1
+                    self._refuse(str(exc) if isinstance(exc, messages.HelloError)
+                                 else f"malformed HELLO: {exc}")
+                else:
+                    self.stats["protocol_errors"] += 1
+                    self.last_error = str(exc)
                 continue
             if isinstance(msg, messages.Hello):
                 if msg.version != messages.VERSION:
-                    self.stats["protocol_errors"] += 1
-                    self.refused = (f"device speaks protocol version {msg.version}; "
-                                    f"this host speaks {messages.VERSION}")
-                    self.last_error = self.refused
-                    self.hello = None
+                    self._refuse_version(msg.version)
                     continue
                 self.hello, self.refused = msg, None
             elif isinstance(msg, messages.Sample):
@@ -218,6 +256,17 @@ class SerialLink:
                 self.stats["samples"] += 1
             out.append(msg)
         return out
+
+    def _refuse_version(self, version: int) -> None:
+        self.stats["protocol_errors"] += 1
+        self._refuse(f"device speaks protocol version {version}; this host speaks "
+                     f"{messages.VERSION}")
+
+    def _refuse(self, why: str) -> None:
+        """Refuse the device's stream until an acceptable HELLO arrives."""
+        self.refused = self.last_error = why
+        self.hello = None
+        self._refusals += 1
 
     @property
     def decoder_stats(self) -> Dict[str, int]:
@@ -268,12 +317,19 @@ class SerialLink:
 
     def wait_for_hello(self, timeout: float = 5.0, ask_every: float = 0.5):
         """Poll (asking with HELLO_REQUEST every `ask_every` s) until the
-        device's HELLO arrives; returns it, or None after `timeout`."""
+        device's HELLO arrives; returns it.  Returns None after `timeout`,
+        or as soon as the device is refused (a HELLO of another version or
+        with an impossible value, frames of protocol version 1): then
+        ``refused`` and ``last_error`` say why.  Never raises for what the
+        device sends."""
         deadline = time.monotonic() + timeout
         next_ask = 0.0
+        refusals = self._refusals
         while time.monotonic() < deadline:
             if self.hello is not None:
                 return self.hello
+            if self._refusals != refusals:
+                return None
             if time.monotonic() >= next_ask:
                 self.request_hello()
                 next_ask = time.monotonic() + ask_every

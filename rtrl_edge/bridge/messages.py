@@ -1,20 +1,31 @@
 """Payloads of the serial protocol (firmware_bridge/PROTOCOL.md §2-3).
 
 A payload is a 7-byte header (type u8, seq u16, t_us u32, little-endian)
-and a body.  `decode` turns a CRC-checked payload into one of the message
-classes below, or raises `ProtocolError`; `encode` does the reverse.
+and a body.  `decode` turns a checked payload into one of the message
+classes below, or raises `ProtocolError`; `encode` does the reverse.  A
+HELLO of this version with a value no device can mean (PROTOCOL.md §3:
+period 0, a scale of 0 or NaN, ...) raises `HelloError`, which names the
+field and the value.
 """
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<BHI")
 MAX_CHANNELS = 6
 MAX_ACTUATORS = 4
+
+# What a HELLO of this version may announce (PROTOCOL.md §3); channel and
+# actuator counts are the limits above.
+MODES = (0, 1)
+PERIOD_US_RANGE = (100, 60_000_000)        # 10 kHz .. one sample a minute
+SCALE_RANGE = (1e-9, 1e9)                  # |scale|
+OFFSET_MAX = 1e9                           # |offset|
 
 HELLO, SAMPLE, COMMAND, HEARTBEAT, ERROR, HELLO_REQUEST, CONFIGURE = range(1, 8)
 TYPE_NAMES = {HELLO: "HELLO", SAMPLE: "SAMPLE", COMMAND: "COMMAND",
@@ -27,6 +38,16 @@ MODE_ANALOG, MODE_PLANT = 0, 1
 
 class ProtocolError(ValueError):
     """A CRC-valid payload that does not follow the protocol."""
+
+
+class HelloError(ProtocolError):
+    """A HELLO of this version announcing a value outside PROTOCOL.md §3;
+    `field` and `value` say which."""
+
+    def __init__(self, field: str, value, allowed: str):
+        super().__init__(f"impossible HELLO: {field} = {value!r} (the protocol allows "
+                         f"{allowed})")
+        self.field, self.value, self.allowed = field, value, allowed
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,34 @@ class Hello:
     @property
     def sample_rate_hz(self) -> float:
         return 1e6 / self.period_us if self.period_us else float("nan")
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+# the bounds as float32, so that a device sending exactly 1e-9 passes
+_SCALE_LO, _SCALE_HI, _OFFSET_HI = _f32(SCALE_RANGE[0]), _f32(SCALE_RANGE[1]), _f32(OFFSET_MAX)
+
+
+def check_hello(hello: "Hello") -> None:
+    """Raise `HelloError` for the first value of `hello` (of this `VERSION`)
+    that PROTOCOL.md §3 rules out; channel and actuator counts included."""
+    lo, hi = PERIOD_US_RANGE
+    if not 1 <= hello.n_channels <= MAX_CHANNELS:
+        raise HelloError("n_channels", hello.n_channels, f"1..{MAX_CHANNELS}")
+    if not 0 <= hello.n_actuators <= MAX_ACTUATORS:
+        raise HelloError("n_actuators", hello.n_actuators, f"0..{MAX_ACTUATORS}")
+    if hello.mode not in MODES:
+        raise HelloError("mode", hello.mode, "0 (analog inputs) or 1 (simulated plant)")
+    if not lo <= hello.period_us <= hi:
+        raise HelloError("period_us", hello.period_us, f"{lo}..{hi}")
+    for k, (s, o) in enumerate(zip(hello.scale, hello.offset)):
+        if not (math.isfinite(s) and _SCALE_LO <= abs(s) <= _SCALE_HI):
+            raise HelloError(f"scale[{k}]", s, f"{SCALE_RANGE[0]:g} <= |scale| <= "
+                                               f"{SCALE_RANGE[1]:g}")
+        if not (math.isfinite(o) and abs(o) <= _OFFSET_HI):
+            raise HelloError(f"offset[{k}]", o, f"|offset| <= {OFFSET_MAX:g}")
 
 
 @dataclass(frozen=True)
@@ -121,12 +170,16 @@ def decode(payload: bytes) -> Message:
         if len(body) < 8:
             raise ProtocolError(f"HELLO body must be at least 8 bytes, got {len(body)}")
         version, n_ch, n_act, mode, period = struct.unpack_from("<BBBBI", body)
-        if not 1 <= n_ch <= MAX_CHANNELS or n_act > MAX_ACTUATORS:
-            raise ProtocolError(f"HELLO announces {n_ch} channels and {n_act} actuators; "
-                                f"the protocol allows 1..{MAX_CHANNELS} and 0..{MAX_ACTUATORS}")
+        if not 1 <= n_ch <= MAX_CHANNELS:       # the layout itself depends on these
+            raise HelloError("n_channels", n_ch, f"1..{MAX_CHANNELS}")
+        if n_act > MAX_ACTUATORS:
+            raise HelloError("n_actuators", n_act, f"0..{MAX_ACTUATORS}")
         _expect(kind, body, 8 + 8 * n_ch)
         pairs = struct.unpack_from(f"<{2 * n_ch}f", body, 8)
-        return Hello(version, n_ch, n_act, mode, period, pairs[0::2], pairs[1::2], seq, t_us)
+        hello = Hello(version, n_ch, n_act, mode, period, pairs[0::2], pairs[1::2], seq, t_us)
+        if version == VERSION:          # another version's bounds are not ours to judge
+            check_hello(hello)
+        return hello
     if kind == COMMAND:
         if len(body) % 2 or len(body) > 2 * MAX_ACTUATORS:
             raise ProtocolError(f"COMMAND body must hold 0..{MAX_ACTUATORS} int16, got "
@@ -178,6 +231,8 @@ def _body(msg: Message):
                                 f"0..{MAX_ACTUATORS} actuators")
         if len(msg.scale) != msg.n_channels or len(msg.offset) != msg.n_channels:
             raise ProtocolError("HELLO needs one scale and one offset per channel")
+        if msg.version == VERSION:
+            check_hello(msg)
         body = struct.pack("<BBBBI", msg.version, msg.n_channels, msg.n_actuators,
                            msg.mode, msg.period_us)
         body += struct.pack(f"<{2 * msg.n_channels}f",
