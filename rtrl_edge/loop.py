@@ -136,6 +136,9 @@ class SerialSource:
         self.link = link
         hello = link.wait_for_hello(timeout=hello_timeout)
         if hello is None:
+            if getattr(link, "refused", False):
+                raise TimeoutError(f"no usable HELLO from the device on {link.url!r}: "
+                                   f"{link.last_error}")
             raise TimeoutError(f"no HELLO from the device on {link.url!r} within "
                                f"{hello_timeout:g} s ({link.last_error or 'no data'})")
         self.channels = hello.n_channels

@@ -594,7 +594,7 @@ def test_delay_line_holds_commands_a_fixed_number_of_calls():
 
 # -- on a serial link: a fake board on a real pty --------------------------------------
 
-HELLO = m.Hello(1, 3, 1, m.MODE_PLANT, 2000, (0.001, 0.001, 0.001), (0.0, 0.0, 0.0))
+HELLO = m.Hello(m.VERSION, 3, 1, m.MODE_PLANT, 2000, (0.001, 0.001, 0.001), (0.0, 0.0, 0.0))
 
 
 class FakeBoard(threading.Thread):

@@ -107,7 +107,8 @@ def _progress_line(summary: dict) -> str:
     lat = summary["latency"]
     src = summary.get("source", {})
     link_errors = sum(src.get(k, 0) for k in ("crc_errors", "cobs_errors", "overflows",
-                                             "seq_gaps", "rejected_samples"))
+                                             "seq_gaps", "rejected_samples", "bad_hello",
+                                             "old_frames"))
     return (f"samples {summary['samples']:8d}  loss {_num(summary['loss'], '9.4g')}  "
             f"forecast RMSE {_num(summary['recent_forecast_rmse'], '8.4g')} (last value "
             f"{_num(summary['recent_baseline_rmse'], '8.4g')})  "
@@ -376,6 +377,7 @@ def _print_summary(s: dict, say) -> None:
     if "frames" in src:
         say("  link: " + ", ".join(f"{k} {src[k]}" for k in (
             "frames", "crc_errors", "cobs_errors", "overflows", "seq_gaps", "rejected_samples",
+            "bad_hello", "old_frames",
             "disconnects", "reconnects") if k in src))
     if s["checkpoints"] or s["checkpoint_failures"]:
         say(f"  checkpoints written {s['checkpoints']}, failed {s['checkpoint_failures']}")
