@@ -4,7 +4,8 @@
 #   1. `noexcept nogil` kernels over an `RNN*` (declared in _kernels.pxd):
 #      input normalisation, the Elman forward pass, the exact RTRL sensitivity
 #      update with the gradient contraction fused in, the readout gradient,
-#      the optimisers and the divergence guard.  They never allocate, never
+#      the optimisers and the divergence guard (its scheme: see "Divergence
+#      guard" below).  They never allocate, never
 #      raise and never touch a Python object; they report through a status.
 #   2. `rnn_step`: one sample, composing the kernels.
 #   3. `Core`: an extension type that owns the two arenas (all memory of one
@@ -15,7 +16,7 @@
 # Mathematics: DESIGN §3.1 (Elman cell) and §3.2 (exact RTRL, Williams &
 # Zipser 1989); notation n hidden units, m inputs, o outputs, K = n + m + 1.
 
-from libc.math cimport tanhf, sqrt, isfinite, pow
+from libc.math cimport tanhf, sqrt, isfinite, pow, ldexp
 from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
@@ -39,6 +40,26 @@ cdef enum:
     # Release the GIL around a step when it does at least this many
     # multiply-adds (releasing and retaking it costs ~0.1 us).
     GIL_RELEASE_MACS = 200000
+
+# The divergence guard's constants (documented at "Divergence guard" below).
+cdef enum:
+    GUARD_SLOW = 1024        # window of loss_slow, in learning steps
+    GUARD_PATIENCE = 16      # consecutive alarms that trip the guard
+    GUARD_EVERY = 64         # calm updates between refreshes of `good`
+    GUARD_REGROW = 8192      # alarm-free updates that take back one halving of lr
+    GUARD_MAX_BACKOFF = 160  # at most this many halvings (2**-160: lr is dead)
+cdef double GUARD_FAST = 1.0 / 16.0      # weight of loss_fast and base_fast
+cdef double GUARD_FACTOR = 30.0          # alarm: loss_fast above this times the scale
+cdef double GUARD_CALM = 4.0             # `good` is refreshed only below this times it
+cdef double GUARD_MOVED = 1e-3           # a trip recovers if ||theta - good|| > this ||good||
+cdef double GUARD_FLOOR = 1e-6           # least scale, in the loss's units
+cdef double GUARD_MAX_NORM = 16777216.0  # 2**24: bound on ||theta||_2
+
+GUARD = dict(fast=GUARD_FAST, slow=GUARD_SLOW, factor=GUARD_FACTOR, calm=GUARD_CALM,
+             floor=GUARD_FLOOR, moved=GUARD_MOVED,
+
+             patience=GUARD_PATIENCE, every=GUARD_EVERY, regrow=GUARD_REGROW,
+             max_norm=GUARD_MAX_NORM, max_backoff=GUARD_MAX_BACKOFF)
 
 
 # --------------------------------------------------------------------------
@@ -106,12 +127,6 @@ cdef inline bint state_is_finite(RNN *s) noexcept nogil:
     return ok
 
 
-cdef inline bint params_are_finite(RNN *s) noexcept nogil:
-    cdef int finite
-    s.simd.sumsq(s.theta, s.n_params, &finite)
-    return finite
-
-
 cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
     """Prediction in the target's own units."""
     cdef int q
@@ -124,9 +139,11 @@ cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
 
 cdef inline double output_error(RNN *s, bint update) noexcept nogil:
     """e = yn - y (normalised), c = dL/dh (W_out^T e, times tanh' of the
-    readout for the diag cell); returns the loss 0.5*||e||^2."""
+    readout for the diag cell); returns the loss 0.5*||e||^2.  Also sets
+    s.last_base = 0.5*||y||^2 (y normalised): the loss of predicting zero (the
+    running mean), the divergence guard's yardstick."""
     cdef int n = s.n, o = s.o, q, k
-    cdef double alpha, d, loss = 0.0, target
+    cdef double alpha, d, loss = 0.0, base = 0.0, target
     cdef const float *w_out = s.theta + s.n_core
     if s.normalize and update:
         s.counts[1] += 1.0
@@ -141,6 +158,8 @@ cdef inline double output_error(RNN *s, bint update) noexcept nogil:
             target = (target - s.y_mean[q]) / sqrt(s.y_var[q] + s.norm_eps)
         s.e[q] = <float>(s.yn[q] - target)
         loss += 0.5 * <double>s.e[q] * s.e[q]
+        base += 0.5 * target * target
+    s.last_base = base
     memset(s.c, 0, n * sizeof(float))
     for q in range(o):
         for k in range(n):
@@ -233,8 +252,70 @@ cdef void advance(RNN *s, bint contract) noexcept nogil:
         tbptt_update(s, contract)
 
 
-cdef void recover(RNN *s) noexcept nogil:
-    """Divergence guard: forget state, sensitivities and optimiser moments."""
+# --------------------------------------------------------------------------
+# Divergence guard (DESIGN §3.8)
+#
+# A diverging model need not go non-finite: with sgd at lr = 1e3 the weights
+# grow huge but finite, and a restore point that follows every finite update
+# follows them there (the guard used to undo 19,994 of 20,000 updates and
+# leave the outputs near 1e20).  So the restore point is a state known to be
+# healthy, finite blow-ups are detected, and each one halves the step.
+#
+# * Loss scale.  Each learning step feeds the guard its loss L (normalised
+#   units with normalize=True, the targets' own otherwise) and B = 0.5*||y||^2,
+#   the loss of predicting zero (the running mean, when normalised), on the
+#   same target:
+#       loss_fast = EMA of L,  base_fast = EMA of B     weight GUARD_FAST = 1/16
+#       loss_slow = EMA of min(L, scale)                weight 1/GUARD_SLOW = 1/1024
+#       scale     = max(loss_slow, base_fast, GUARD_FLOOR = 1e-6)
+#   loss_slow starts at the first loss (an untrained model's), follows the
+#   loss down and never above the scale, and is frozen during alarms: a loss
+#   that creeps or shoots up cannot raise its own bar.  base_fast follows the
+#   signal's scale, so the test holds in any units and through a change of
+#   amplitude.
+# * Alarm and trip.  A step is an alarm when loss_fast > GUARD_FACTOR (30) x
+#   scale: thirty times worse than both the model's record and a prediction of
+#   zero on the same recent targets (healthy runs of every learner on the
+#   shipped recording stay below 10, never twice in a row above it).
+#   GUARD_PATIENCE (16) consecutive alarms, or a non-finite loss, trip it
+#   (`guard_trip`): if learning has moved theta since the restore point (by
+#   more than GUARD_MOVED = 1e-3 x ||good||), that is a blow-up: recover.  If
+#   not, going back would change nothing -- the restore point does as badly on
+#   the present data, and the step is already too small to move it -- so the
+#   present loss becomes the record (`rebaselines`; nothing else changes).
+#   Without this, a model that only worked while it learnt fast would be sent
+#   back to the same point, its step halved, again and again.
+# * Parameter bound.  ||theta||_2 > GUARD_MAX_NORM = 2**24 (~1.7e7: beyond it
+#   a float32 weight cannot move by less than 1) after an update, or a
+#   non-finite parameter or state, is a blow-up at once.  The sum of squares
+#   is the one the finiteness check after every update computes anyway (in
+#   float32 lanes: a sum past ~3e38 reads as inf, past the bound as well).
+# * Non-finite gradient.  Once, it is the learner's (UORO's rank-one factors
+#   can overflow, or a target is extreme): the update is skipped and state,
+#   sensitivities and moments are reset, parameters and lr kept.  A second one
+#   within GUARD_EVERY updates is a blow-up.
+# * Restore point.  `good` is refreshed, with the parameters of that moment and
+#   before its update, only after a whole interval of GUARD_EVERY (64) updates
+#   in which loss_fast stayed within GUARD_CALM (4) x scale: parameters that
+#   have just produced a calm loss, with a margin below the alarm.  It is at
+#   most a few intervals old, and copying it costs 1/64 of a pass over theta
+#   per update (it used to be a whole pass).
+# * Recovery (`recover`): theta = good exactly; state, sensitivities and
+#   optimiser moments reset; `recoveries` counts it; lr_backoff += 1.  Updates
+#   use lr * 2**-lr_backoff, so repeated blow-ups halve the step until it is
+#   stable: about log2(lr / largest stable lr) recoveries.  One halving comes
+#   back after GUARD_REGROW (8192) updates without an alarm, so that a one-off
+#   event does not slow learning for ever; an lr that really is too large costs
+#   about one more recovery per 8192 updates.  lr_backoff is state (saved).
+#
+# Healthy runs never trip it (tests/test_guard.py); `gradient()` does not
+# involve it.  A fall of an unnormalised target's level by orders of
+# magnitude, with the inputs unchanged, looks like a blow-up to it: use
+# normalize=True for such signals.
+# --------------------------------------------------------------------------
+
+cdef void reset_learning(RNN *s) noexcept nogil:
+    """Forget state, sensitivities and optimiser moments; count a recovery."""
     cdef Py_ssize_t p = s.n_params
     rnn_reset_state(s)
     if s.m1 != NULL:
@@ -243,36 +324,127 @@ cdef void recover(RNN *s) noexcept nogil:
         memset(s.m2, 0, p * sizeof(float))
     s.opt_t = 0
     s.recoveries += 1
+    s.guard_dirty = True
+
+
+cdef void recover(RNN *s) noexcept nogil:
+    """Restore the last good parameters, reset_learning, and halve the
+    learning rate."""
+    memcpy(s.theta, s.good, s.n_params * sizeof(float))
+    reset_learning(s)
+    if s.lr_backoff < GUARD_MAX_BACKOFF:
+        s.lr_backoff += 1
+    s.alarm = 0
+    s.loss_fast = s.loss_slow
+    s.guard_dirty = False
+    s.since_good = 0
+    s.calm = 0
+
+
+cdef bint guard_observe(RNN *s) noexcept nogil:
+    """Feed this step's loss (s.last_loss, s.last_base) to the guard; True
+    when it trips: GUARD_PATIENCE consecutive alarms, or a non-finite loss."""
+    cdef double loss = s.last_loss, scale
+    if not isfinite(loss):
+        return True
+    s.guard_n += 1
+    if s.guard_n == 1:
+        s.loss_fast = loss
+        s.loss_slow = loss
+        s.base_fast = s.last_base
+        return False
+    s.loss_fast += GUARD_FAST * (loss - s.loss_fast)
+    s.base_fast += GUARD_FAST * (s.last_base - s.base_fast)
+    scale = s.loss_slow if s.loss_slow > s.base_fast else s.base_fast
+    if scale < GUARD_FLOOR:
+        scale = GUARD_FLOOR
+    if s.loss_fast > GUARD_CALM * scale:
+        s.guard_dirty = True          # not calm enough to become the restore point
+    if s.loss_fast > GUARD_FACTOR * scale:
+        s.alarm += 1
+        s.calm = 0
+        return s.alarm >= GUARD_PATIENCE
+    s.alarm = 0
+    # The record takes in the loss clipped at the scale: it follows the loss
+    # down, but never rises above the scale, so a loss that creeps up cannot
+    # raise its own bar.
+    s.loss_slow += ((loss if loss < scale else scale) - s.loss_slow) / <double>GUARD_SLOW
+    return False
+
+
+cdef int guard_trip(RNN *s) noexcept nogil:
+    """A sustained loss blow-up.  If learning has moved the parameters since
+    the restore point (by more than GUARD_MOVED x ||good||), recover.  If it
+    has not -- they are still the restore point's, the learning rate is too
+    small to move them -- going back would change nothing: the restore point
+    itself does this badly on the present data.  Then the guard takes the
+    present loss as its record (`rebaselines`) and nothing else changes."""
+    cdef Py_ssize_t i
+    cdef double d, d2 = 0.0, g2 = 0.0
+    for i in range(s.n_params):        # one pass, only when the guard trips
+        d = <double>s.theta[i] - s.good[i]
+        d2 += d * d
+        g2 += <double>s.good[i] * s.good[i]
+    if not isfinite(s.last_loss) or not d2 <= GUARD_MOVED * GUARD_MOVED * g2:
+        recover(s)
+        return STATUS_RECOVERED
+    s.loss_slow = s.loss_fast
+    s.alarm = 0
+    s.guard_dirty = True
+    s.rebaselines += 1
+    return STATUS_OK
 
 
 cdef int apply_update(RNN *s) noexcept nogil:
-    """Clip by global norm, take one optimiser step; undo it if not finite."""
+    """Refresh the restore point if due, clip by global norm, take one
+    optimiser step at lr * 2**-lr_backoff; recover if the gradient or the new
+    parameters are not finite or the parameters leave the bound."""
     cdef Py_ssize_t p = s.n_params
     cdef double norm2, scale = 1.0, bc1, bc2
+    cdef double lr = ldexp(s.lr, -<int>s.lr_backoff)
     cdef int finite
     norm2 = s.simd.sumsq(s.grad, p, &finite)
     if not finite or not isfinite(norm2):
-        recover(s)
+        # the sensitivities overflowed (or the target is extreme): once, that
+        # is the learner's, whose state is reset; twice within GUARD_EVERY
+        # updates, it is the parameters'
+        if s.since_bad < GUARD_EVERY:
+            recover(s)
+        else:
+            reset_learning(s)
+        s.since_bad = 0
         return STATUS_RECOVERED
+    if s.since_good >= GUARD_EVERY:
+        # a whole calm interval, this step's loss included
+        if not s.guard_dirty:
+            memcpy(s.good, s.theta, p * sizeof(float))
+        s.since_good = 0
+        s.guard_dirty = False
     if s.clip > 0 and norm2 > <double>s.clip * s.clip:
         scale = s.clip / sqrt(norm2)
     if s.optimizer == OPT_SGD:
-        s.simd.scale_add(s.theta, 1.0, s.grad, <float>(-s.lr * scale), p)
+        s.simd.scale_add(s.theta, 1.0, s.grad, <float>(-lr * scale), p)
     elif s.optimizer == OPT_MOMENTUM:
         s.simd.scale_add(s.m1, s.beta1, s.grad, <float>scale, p)
-        s.simd.scale_add(s.theta, 1.0, s.m1, -s.lr, p)
+        s.simd.scale_add(s.theta, 1.0, s.m1, <float>-lr, p)
     else:  # Adam (Kingma & Ba 2015), bias-corrected step size
         s.opt_t += 1
         bc1 = 1.0 - pow(s.beta1, <double>s.opt_t)
         bc2 = 1.0 - pow(s.beta2, <double>s.opt_t)
         s.simd.adam(s.theta, s.m1, s.m2, s.grad, p, <float>scale, s.beta1, s.beta2,
-                    <float>(s.lr * sqrt(bc2) / bc1), <float>(s.adam_eps * sqrt(bc2)))
-    if not params_are_finite(s):
-        memcpy(s.theta, s.good, p * sizeof(float))
+                    <float>(lr * sqrt(bc2) / bc1), <float>(s.adam_eps * sqrt(bc2)))
+    norm2 = s.simd.sumsq(s.theta, p, &finite)
+    if not finite or not norm2 <= GUARD_MAX_NORM * GUARD_MAX_NORM:
         recover(s)
         return STATUS_RECOVERED
-    memcpy(s.good, s.theta, p * sizeof(float))
     s.updates += 1
+    s.since_good += 1
+    s.since_bad += 1
+    s.calm += 1
+    if s.calm >= GUARD_REGROW:
+        s.calm = 0
+        if s.lr_backoff > 0:
+            s.lr_backoff -= 1
     return STATUS_OK
 
 
@@ -287,13 +459,12 @@ cdef void rnn_reset_state(RNN *s) noexcept nogil:
 
 
 cdef int checked_forward(RNN *s) noexcept nogil:
-    """Forward pass.  A non-finite state or prediction means the latest update
-    (or a write into the parameters) went wrong: restore the last good
-    parameters, reset, and compute once more."""
+    """Forward pass.  A non-finite state or prediction means the parameters
+    went wrong (or a write into them, or an extreme input): recover (restore
+    the last good parameters, reset) and compute once more."""
     forward(s)
     if state_is_finite(s):
         return STATUS_OK
-    memcpy(s.theta, s.good, s.n_params * sizeof(float))
     recover(s)
     forward(s)
     if state_is_finite(s):
@@ -321,9 +492,12 @@ cdef int rnn_step(RNN *s, bint has_y, bint learn, float *yhat_out) noexcept nogi
             s.trace_resets += 1
         if has_y:
             s.last_loss = output_error(s, True)
-            advance(s, True)
-            readout_gradient(s)
-            status |= apply_update(s)
+            if guard_observe(s):       # a sustained blow-up: no update from it
+                status |= guard_trip(s)
+            else:
+                advance(s, True)
+                readout_gradient(s)
+                status |= apply_update(s)
         else:
             advance(s, False)
     else:
@@ -404,6 +578,7 @@ cdef class Core:
         s.lr, s.beta1, s.beta2 = cfg["lr"], cfg["beta1"], cfg["beta2"]
         s.adam_eps, s.clip = cfg["adam_eps"], cfg["clip"] or 0.0
         s.normalize, s.norm_window, s.norm_eps = cfg["normalize"], cfg["norm_window"], 1e-8
+        s.since_bad = GUARD_EVERY
         s.window = cfg["window"] or 0
         s.n_core = n * s.K if s.cell == CELL_ELMAN else n * (m + 2)
         s.n_params = s.n_core + o * n + o
@@ -663,7 +838,8 @@ cdef class Core:
                 "divergence_recoveries": self.s.recoveries,
                 "trace_resets": self.s.trace_resets,
                 "optimizer_steps": self.s.opt_t,
-                "traces_stale": int(self.s.traces_stale)}
+                "traces_stale": int(self.s.traces_stale),
+                "lr_backoff": self.s.lr_backoff}
 
     def set_counters(self, dict c):
         self.s.steps = c["steps"]
@@ -673,6 +849,16 @@ cdef class Core:
         self.s.trace_resets = c["trace_resets"]
         self.s.opt_t = c["optimizer_steps"]
         self.s.traces_stale = bool(c["traces_stale"])
+        self.s.lr_backoff = min(max(int(c.get("lr_backoff", 0)), 0), GUARD_MAX_BACKOFF)
+
+    def guard_state(self):
+        """The divergence guard's running values (for tests and diagnosis)."""
+        return {"loss_fast": self.s.loss_fast, "loss_slow": self.s.loss_slow,
+                "base_fast": self.s.base_fast, "last_base": self.s.last_base,
+                "alarm": self.s.alarm, "guard_n": self.s.guard_n,
+                "since_good": self.s.since_good, "dirty": bool(self.s.guard_dirty),
+                "calm": self.s.calm, "lr_backoff": self.s.lr_backoff,
+                "since_bad": self.s.since_bad, "rebaselines": self.s.rebaselines}
 
     @property
     def last_loss(self):

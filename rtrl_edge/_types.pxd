@@ -60,7 +60,7 @@ cdef enum:
 # status bits returned by the step kernel
 cdef enum:
     STATUS_OK = 0
-    STATUS_RECOVERED = 1      # an update or state went non-finite and was undone
+    STATUS_RECOVERED = 1      # the divergence guard intervened (see _kernels.pyx)
     STATUS_POISONED = 2       # even the restored parameters give a non-finite state
 
 ctypedef struct RNN:
@@ -96,11 +96,24 @@ ctypedef struct RNN:
     long long trace_resets
     long long opt_t       # optimiser step count (Adam bias correction)
     double last_loss
+    double last_base      # 0.5*||y||^2 (normalised): the loss of predicting zero
+    # divergence guard (_kernels.pyx, "Divergence guard")
+    long long lr_backoff  # updates use lr * 2**-lr_backoff; +1 per recovery
+    long long guard_n     # losses the guard has seen
+    long long alarm       # consecutive learning steps with loss_fast > GUARD_FACTOR x scale
+    long long since_good  # updates since `good` was refreshed
+    long long calm        # alarm-free updates since the last recovery or backoff step
+    long long since_bad   # updates since the last non-finite gradient
+    long long rebaselines # trips that took the present loss as the new reference
+    bint guard_dirty      # a step above GUARD_CALM x scale since `good` was refreshed
+    double loss_fast      # EMA of the loss, weight GUARD_FAST
+    double loss_slow      # the loss's record: EMA of min(loss, scale), weight 1/GUARD_SLOW
+    double base_fast      # EMA of last_base, weight GUARD_FAST
     # parameters and optimiser (float32, each n_params long)
     float *theta          # Elman: [W (n x K) | W_out (o x n) | b_out (o)]
                           # diag:  [decay (n/2) | angle (n/2) | Bb (n x (m+1)) | W_out | b_out]
     float *grad
-    float *good           # theta after the latest finite update (divergence guard)
+    float *good           # the last good parameters (divergence guard)
     float *m1             # first moment / momentum (NULL for sgd)
     float *m2             # second moment (Adam only)
     float *mask           # (n, n) 1 = kept, 0 = masked W_rec entry (NULL: dense)
