@@ -254,8 +254,9 @@ def read(path, build_spec: Callable[..., Spec], *,
 
     ``build_spec(config, file_size, load)`` receives the configuration (a
     dict from the ``config`` member), the file's size, and
-    ``load(name, dtype, shape)``, which reads one member after checking its
-    header against that dtype and shape (e.g. a mask the layout depends on).
+    ``load(name, dtype, shape, max_items=None)``, which reads one member
+    after checking its header against that dtype and shape (e.g. a mask the
+    layout depends on; ``shape=None``: any 1-d length up to ``max_items``).
     It returns the exact dtype and shape of every other member the
     configuration implies, and raises CheckpointError or ValueError for an
     invalid configuration.  Members named ``extra:*`` may have any plain
@@ -349,18 +350,23 @@ def _read_zip(f, where, build_spec, key) -> Dict[str, np.ndarray]:
         for name in ("config", "checksum", "mac"):
             if name in arrays and (arrays[name].shape != () or arrays[name].dtype.kind != "U"):
                 raise CheckpointError(f"{where}: {name!r} is not a string")
-        def checked(name, dtype, shape) -> _Member:
+        def checked(name, dtype, shape, max_items=None) -> _Member:
             if name not in members:
                 raise CheckpointError(f"{where} lacks {name!r} for this configuration")
             m = member(name)
+            if shape is None:       # any 1-d length up to max_items
+                if len(m.shape) == 1 and m.shape[0] <= max_items:
+                    shape = m.shape
+                else:
+                    shape = (f"at most {max_items}",)
             if m.shape != tuple(shape) or m.dtype != np.dtype(dtype):
                 raise CheckpointError(f"{where}: {name!r} has shape {m.shape} ({m.dtype}), "
                                       f"the configuration needs {tuple(shape)} "
                                       f"({np.dtype(dtype)})")
             return m
 
-        def load(name, dtype, shape):
-            arrays[name] = checked(name, dtype, shape).read()
+        def load(name, dtype, shape, max_items=None):
+            arrays[name] = checked(name, dtype, shape, max_items).read()
             return arrays[name]
 
         try:

@@ -23,7 +23,8 @@ __all__ = ["OnlineRNN", "CheckpointError", "CELLS", "LEARNERS", "OPTIMIZERS"]
 # rejected input must change nothing but that count.
 _EXTRA = checkpoint.EXTRA     # prefix of caller-provided arrays in a checkpoint
 _STATE_COUNTERS = ("steps", "updates", "divergence_recoveries", "trace_resets",
-                   "optimizer_steps", "traces_stale")
+                   "optimizer_steps", "traces_stale", "lr_backoff")
+_COUNTERS_BEFORE_GUARD = 6   # checkpoints written before lr_backoff existed
 
 
 def _check_int(name, value, minimum):
@@ -108,6 +109,27 @@ class OnlineRNN:
         zero (their gradient is zero).  snap2 uses the mask as its structure.
     rec_mask : bool array (n_hidden, n_hidden)
         An explicit mask instead of ``rec_density`` (True = weight kept).
+
+    Divergence guard
+    ----------------
+    A blow-up, finite or not, is undone: the last good parameters come back
+    bit for bit, state, sensitivities and optimiser moments are reset,
+    ``stats["divergence_recoveries"]`` counts it, and the learning rate is
+    halved (``stats["lr_scale"]``), so repeated blow-ups settle on a stable
+    step.  A blow-up is a non-finite parameter, state or loss; ``||theta||_2``
+    above 2**24 after an update; a second non-finite gradient within 64
+    updates; or 16 steps in a row on which the recent loss (EMA, weight 1/16)
+    is over 30 times both the model's own record and the loss of predicting
+    zero -- the running mean, with ``normalize=True`` -- on the same recent
+    targets.  The last good parameters are refreshed only after 64 updates in
+    a row within 4 times that scale, so they are known to be healthy.  A
+    single non-finite gradient only resets state, sensitivities and moments
+    (counted, lr kept); a sustained loss blow-up with the parameters still
+    at the last good ones (within 1e-3 of their norm: nothing to undo) makes
+    the present loss the new reference instead.  One halving comes back
+    after 8192 updates without an alarm.
+    Healthy runs never trigger it; the rules and constants are documented
+    in ``_kernels.pyx`` ("Divergence guard").
 
     Memory
     ------
@@ -314,14 +336,17 @@ class OnlineRNN:
         return {name: view.nbytes for name, view in self._core.buffers.items()}
 
     @property
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> Dict[str, float]:
         """Counters: ``steps`` (samples seen), ``updates`` (parameter updates
-        taken), ``rejected_inputs``, ``divergence_recoveries`` (updates or
-        states that went non-finite and were undone), ``trace_resets``
-        (sensitivities restarted after `predict`)."""
+        taken), ``rejected_inputs``, ``divergence_recoveries`` (blow-ups the
+        divergence guard undid, see the class doc), ``trace_resets``
+        (sensitivities restarted after `predict`); and ``lr_scale``, the
+        guard's multiplier of the learning rate (1.0, halved per recovery)."""
         c = self._core.get_counters()
-        return {k: int(c[k]) for k in ("steps", "updates", "rejected_inputs",
-                                       "divergence_recoveries", "trace_resets")}
+        stats = {k: int(c[k]) for k in ("steps", "updates", "rejected_inputs",
+                                        "divergence_recoveries", "trace_resets")}
+        stats["lr_scale"] = 0.5 ** int(c["lr_backoff"])
+        return stats
 
     @property
     def last_loss(self) -> float:
@@ -532,7 +557,9 @@ class OnlineRNN:
             target[...] = arrays[name]
         self._core.buffers["good"][...] = self._core.buffers["theta"]
         c = self._core.get_counters()
-        c.update(zip(_STATE_COUNTERS, (int(v) for v in arrays["counters"])))
+        saved = [int(v) for v in arrays["counters"]]
+        saved += [0] * (len(_STATE_COUNTERS) - len(saved))    # older files: no lr_backoff
+        c.update(zip(_STATE_COUNTERS, saved))
         self._core.set_counters(c)
 
     def __repr__(self) -> str:
@@ -635,7 +662,11 @@ def _checkpoint_spec(config: dict, file_size: int, load, where: str):
             continue
         shape = (n, n, n + m + 1) if b.name == "P" else (b.size,)
         spec[b.name] = ("<" + b.dtype, shape)
-    spec["counters"] = ("<i8", (len(_STATE_COUNTERS),))
+    # checkpoints written before the guard's lr_backoff hold one counter fewer
+    counters = load("counters", "<i8", None, max_items=len(_STATE_COUNTERS))
+    if len(counters) < _COUNTERS_BEFORE_GUARD:
+        raise CheckpointError(f"{where}: counters have shape {counters.shape}, expected "
+                              f"({len(_STATE_COUNTERS)},)")
     return config, mask, spec
 
 
@@ -651,6 +682,10 @@ def _check_values(arrays: Dict[str, np.ndarray], where: str) -> None:
     for name in ("x_var", "y_var", "counts", "m2", "counters"):
         if name in arrays and (arrays[name] < 0).any():
             raise CheckpointError(f"{where}: {name!r} holds negative values")
+    counters = arrays["counters"]
+    if len(counters) > 6 and counters[6] > _kernels.GUARD["max_backoff"]:
+        raise CheckpointError(f"{where}: lr_backoff {int(counters[6])} is beyond the "
+                              f"guard's {_kernels.GUARD['max_backoff']} halvings")
     if "ring" in arrays:
         window = len(arrays["ring_d"]) // max(len(arrays["h"]), 1)
         pos, held = (int(v) for v in arrays["ring"])

@@ -258,6 +258,29 @@ def test_seeded_member_mutations_never_escape(tmp_path, learner):
             got.step(np.ones(3), np.ones(2))
 
 
+def test_a_checkpoint_from_before_the_guard_loads_with_a_full_learning_rate(tmp_path):
+    """Files written before `lr_backoff` existed hold 6 counters."""
+    net = trained()
+    path = tmp_path / "old.npz"
+    net.save(path)
+    arrays = members(path)
+    assert arrays["counters"].shape == (7,)
+    arrays["counters"] = arrays["counters"][:6]
+    write_members(path, arrays)
+    loaded = rtrl_edge.OnlineRNN.load(path)
+    assert loaded.stats["lr_scale"] == 1.0 and loaded.stats["steps"] == net.stats["steps"]
+
+
+def test_an_impossible_learning_rate_backoff_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    trained().save(path)
+    arrays = members(path)
+    arrays["counters"][6] = 10 ** 6
+    write_members(path, arrays)
+    with pytest.raises(CheckpointError, match="lr_backoff"):
+        rtrl_edge.OnlineRNN.load(path)
+
+
 # ---------------------------------------------------------------- zip bomb
 
 BOMB_SCRIPT = r"""
