@@ -150,6 +150,9 @@ def crafted_variants(arrays):
     yield "n_hidden zero", with_config(n_hidden=0)
     yield "negative window", with_config(learner="tbptt", window=-3)
     yield "unknown learner", with_config(learner="magic")
+    yield "unknown init", with_config(init="xavier")
+    yield "init as number", with_config(init=3)
+    yield "init null", with_config(init=None)
     yield "lr infinite", with_config(lr=float("inf"))
     yield "lr as list", with_config(lr=[1])
     yield "extra config field", with_config(evil=1)
@@ -271,6 +274,28 @@ def test_a_checkpoint_from_before_the_guard_loads_with_a_full_learning_rate(tmp_
     assert loaded.stats["lr_scale"] == 1.0 and loaded.stats["steps"] == net.stats["steps"]
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(learner="snap2"), dict(cell="diag")],
+                         ids=["elman", "masked", "diag"])
+def test_a_checkpoint_from_before_init_loads_as_gaussian(tmp_path, kw):
+    """Files written before the `init` option hold no "init" in their
+    configuration: they load as "gaussian", the initialisation they were
+    built with, whatever today's default, and with every value saved."""
+    net = trained(init="gaussian", **kw)
+    path = tmp_path / "old.npz"
+    net.save(path)
+    arrays = members(path)
+    cfg = json.loads(str(arrays["config"]))
+    del cfg["init"]
+    arrays["config"] = np.array(json.dumps(cfg, sort_keys=True))
+    write_members(path, arrays)
+    loaded = rtrl_edge.OnlineRNN.load(path)
+    assert loaded.config["init"] == "gaussian"
+    assert loaded.config == net.config
+    assert same_model(loaded, net)
+    x = np.ones(3)
+    np.testing.assert_array_equal(loaded.step(x, x[:2]), net.step(x, x[:2]))
+
+
 def test_an_impossible_learning_rate_backoff_is_refused(tmp_path):
     path = tmp_path / "m.npz"
     trained().save(path)
@@ -340,10 +365,10 @@ def test_a_zip_bomb_is_refused_within_a_memory_ceiling(tmp_path):
     probe = subprocess.run([sys.executable, "-c",
                             "import rtrl_edge, resource; print(open('/proc/self/status')"
                             ".read().split('VmSize:')[1].split()[0])"],
-                           env=env, capture_output=True, text=True, check=True)
+                           env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
     ceiling = (int(probe.stdout) + 256 * 1024) * 1024
     run = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, str(bomb), str(ceiling)],
-                         env=env, capture_output=True, text=True, timeout=120)
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("CheckpointError"), run.stdout
     assert "compressed" in run.stdout
