@@ -18,6 +18,16 @@ Methods:
   linear regression     offline least squares on the pairs whose target lies
                         before the scored window (validation: before 300;
                         test: before 600), then fixed.
+  ridge                 the same pairs, ridge-regularised (``extmarker.
+                        ridge_regression``; the bias not penalised); causal
+                        setting only.
+  auto, no tuning       ``rtrl_edge.Forecaster.auto(9, 9, h, seed=s)`` fed
+                        ``update(z_t, z_t)`` (``extmarker.auto``): a mixture of
+                        last-value, linear, seasonal and RNN members weighted
+                        online.  ONE configuration for every session and
+                        horizon: it takes no part in the validation search,
+                        only in the test runs (over the test seeds).  Causal
+                        setting only.
   rtrl, snap1, snap2, uoro, tbptt, diag
                         ``rtrl_edge.OnlineRNN`` (tanh Elman cell, linear
                         readout, sgd, gradient-norm clipping at 100), snap2
@@ -38,7 +48,8 @@ Two settings:
               t + h, through ``rtrl_edge.forecast.Forecaster`` with
               delta=True and the library's initialisation.  Grid: L in {3,
               12, 36}, lr in {3e-4, 1e-3, 3e-3, 1e-2}, n in {16, 32} for rtrl
-              and {32, 64} for the others; LMS as above, causally.
+              and {32, 64} for the others; LMS as above, causally; ridge: L
+              in {3, 12, 36}, alpha in {0.1, 1, 10, 100}; auto: no grid.
 
 One validation seed per configuration, three test seeds (0-2) for the chosen
 one.  A third setting answers "how accurate within a latency budget": the
@@ -54,6 +65,14 @@ timed call by call with ``time.perf_counter_ns`` on the longest session.
     python benchmarks/bench_extmarker.py --quick      # a few minutes
     python benchmarks/bench_extmarker.py              # the full grids
     python benchmarks/bench_extmarker.py --quick --no-write --sessions 201205111057
+    python benchmarks/bench_extmarker.py --methods auto ridge lms last --modes causal \
+        --carry-over                                  # about 10 minutes
+
+``--methods`` and ``--modes`` run a subset (short names: auto, last, lms,
+linreg); ``--carry-over`` then keeps, from the results JSON already written,
+the rows this run does not produce -- if that run covered the same sessions,
+horizons, seeds and grids -- and marks them in the report with the command
+and date that produced them.
 
 This is a benchmark, not a test: nothing asserts on the numbers.
 """
@@ -66,6 +85,7 @@ import bench_step as common  # noqa: E402  (before numpy: it pins BLAS threads)
 
 import argparse  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
@@ -79,9 +99,14 @@ PNG_PATH = os.path.join(common.RESULTS_DIR, "bench_extmarker.png")
 BEGIN, END = "<!-- bench_extmarker:begin -->", "<!-- bench_extmarker:end -->"
 COMMAND = "python benchmarks/bench_extmarker.py"
 
-LAST, LMS, LINREG = "last value", "LMS", "linear regression"
+LAST, LMS, LINREG, RIDGE = "last value", "LMS", "linear regression", "ridge"
+AUTO = "auto, no tuning"
 LEARNERS = ("rtrl", "snap1", "snap2", "uoro", "tbptt", "diag")
-METHODS = (LAST, LMS, LINREG) + LEARNERS
+METHODS = (LAST, LMS, LINREG, RIDGE) + LEARNERS + (AUTO,)
+#: short names accepted by --methods
+ALIASES = {"last": LAST, "lms": LMS, "linreg": LINREG, "auto": AUTO}
+SEEDED = LEARNERS + (AUTO,)          # run over the seeds and timed
+CAUSAL_ONLY = (RIDGE, AUTO)
 MODES = ("non-causal", "causal")
 BUDGET_US = 1520.0 / 100       # 100x below the study's SnAp-1 1.52 ms per step
 BUDGET = f"non-causal, <= {BUDGET_US:.1f} µs"   # the non-causal choice within that budget
@@ -90,6 +115,9 @@ LEARNER_OPTIONS = {"snap2": dict(rec_density=0.1), "tbptt": dict(window=16)}
 STUDY_NAME = {"rtrl": "RTRL", "uoro": "UORO", "snap1": "SnAp-1", LMS: "LMS"}
 TARGET_NRMSE = 0.157            # the study's best (SnAp-1), averaged over horizons
 TARGET_SPEEDUP = 100.0          # below the study's SnAp-1 1.52 ms per step
+TARGET_AUTO = 0.60              # auto's causal nRMSE, averaged over horizons
+AUTO_BASELINES = (LMS, RIDGE, LAST)   # auto at or below the best of these at every horizon
+CARRIED = "†"                   # marks rows carried over from an earlier run
 METRICS = ("nrmse", "rmse", "mae", "max", "jitter")
 
 _BIG = (30, 60, 90, 120, 150, 180)
@@ -108,6 +136,7 @@ GRIDS = {
         "causal": {
             LMS: _LMS,
             LINREG: dict(L=_STUDY_L),
+            RIDGE: dict(L=(3, 12, 36), alpha=(0.1, 1, 10, 100)),
             **{k: dict(L=(3, 12, 36), lr=(0.0003, 0.001, 0.003, 0.01),
                        n=(16, 32) if k == "rtrl" else (32, 64)) for k in LEARNERS},
         },
@@ -123,6 +152,7 @@ GRIDS = {
         "causal": {
             LMS: dict(L=(12,), lr=(2e-4, 5e-4)),
             LINREG: dict(L=(12, 24)),
+            RIDGE: dict(L=(12,), alpha=(1, 10)),
             **{k: dict(L=(12,), lr=(0.001, 0.003), n=(16,) if k == "rtrl" else (32,))
                for k in LEARNERS},
         },
@@ -140,6 +170,12 @@ def configs(grid):
 
 def config_label(cfg):
     return ", ".join(f"{k}={cfg[k]:g}" for k in sorted(cfg))
+
+
+def pairs(methods, modes):
+    """The (method, mode) pairs a run covers: ridge and auto are causal only."""
+    return [(m, md) for m in methods for md in modes
+            if md == "causal" or m not in CAUSAL_ONLY]
 
 
 # --------------------------------------------------------------------------
@@ -176,11 +212,16 @@ def forecasts(method, mode, cfg, name, h, seed, phase, timer=None):
     z = z[:end]
     if method == LAST:
         return em.last_value(z, h), 0
+    if method == AUTO:
+        preds, fc = em.auto(z, h, seed, timer=timer)
+        return preds, em.auto_divergences(fc)
     X = _windows(name, cfg["L"])[:end]
     if method == LMS:
         return em.lms(X, z, h, cfg["lr"], causal), 0
     if method == LINREG:
         return em.linear_regression(X, z, h, em.split(phase, len(s)).start), 0
+    if method == RIDGE:
+        return em.ridge_regression(X, z, h, em.split(phase, len(s)).start, cfg["alpha"]), 0
     net = em.make_net(method, X.shape[1], cfg["n"], cfg["lr"], seed,
                       init="library" if causal else "study", **LEARNER_OPTIONS.get(method, {}))
     preds = em.rnn(net, X, z, h, causal, delta=causal, timer=timer)
@@ -237,8 +278,8 @@ def select(methods, modes, names, horizons, grids, seeds, jobs, t0):
     (method, mode, session, horizon).  Returns the choices and the validation
     scores of every configuration."""
     tasks = []
-    for method, mode in itertools.product(methods, modes):
-        if method == LAST:
+    for method, mode in pairs(methods, modes):
+        if method in (LAST, AUTO):            # nothing to choose
             continue
         for cfg in configs(grids[mode][method]):
             run_seeds = seeds if method in LEARNERS else (0,)
@@ -255,9 +296,10 @@ def select(methods, modes, names, horizons, grids, seeds, jobs, t0):
         best = min(mean, key=lambda c: (mean[c], c))
         chosen[key] = dict(config=dict(best), valid_nrmse=mean[best],
                            at_edge=_at_edge(dict(best), grids[key[1]][key[0]]))
-    for method, mode, name, h in itertools.product((LAST,), modes, names, horizons):
-        if method in methods:
-            chosen[(method, mode, name, h)] = dict(config={}, valid_nrmse=None, at_edge=[])
+    for method, mode in pairs(methods, modes):
+        if method in (LAST, AUTO):            # one configuration for every session and horizon
+            for name, h in itertools.product(names, horizons):
+                chosen[(method, mode, name, h)] = dict(config={}, valid_nrmse=None, at_edge=[])
     return chosen, scores
 
 
@@ -271,7 +313,7 @@ def evaluate(chosen, seeds, jobs, t0):
     """Test scores of every chosen configuration over the test seeds."""
     tasks = []
     for (method, mode, name, h), c in chosen.items():
-        run_seeds = seeds if method in LEARNERS else (0,)
+        run_seeds = seeds if method in SEEDED else (0,)
         for seed in run_seeds:
             tasks.append((method, mode, _freeze(c["config"]), name, h, seed, "test"))
     raw = run_tasks(tasks, jobs, "test", t0)
@@ -292,7 +334,7 @@ def time_configs(chosen, methods, modes, steps, t0):
     longest = max(_SESSIONS, key=lambda k: len(_SESSIONS[k][0]))
     out = {}
     for method, mode in itertools.product(methods, modes):
-        if method not in LEARNERS:
+        if method not in SEEDED:
             continue
         picks = Counter()
         for (m, md, name, h), c in chosen.items():
@@ -311,8 +353,7 @@ def time_configs(chosen, methods, modes, steps, t0):
             medians.append(np.median(ns) / 1e3)
             p99s.append(np.percentile(ns, 99) / 1e3)
             weights.append(count)
-            memory.append(em.make_net(method, 9 * cfg["L"], cfg["n"], 0.01, 0, init="library",
-                                      **LEARNER_OPTIONS.get(method, {})).memory_bytes)
+            memory.append(_memory_bytes(method, cfg, run_h))
         order = np.argsort(medians)
         cum = np.cumsum(np.array(weights)[order])
         med = float(np.array(medians)[order][np.searchsorted(cum, cum[-1] / 2)])
@@ -324,6 +365,15 @@ def time_configs(chosen, methods, modes, steps, t0):
             memory_bytes_max=int(max(memory)))
         _progress(f"timing {method} {mode}", len(medians), len(medians), t0)
     return out
+
+
+def _memory_bytes(method, cfg, h):
+    """`memory_bytes` of a learner's network, or of the whole auto forecaster."""
+    if method == AUTO:
+        from rtrl_edge import Forecaster
+        return Forecaster.auto(em.DIM, em.DIM, h).memory_bytes
+    return em.make_net(method, em.DIM * cfg["L"], cfg["n"], 0.01, 0, init="library",
+                       **LEARNER_OPTIONS.get(method, {})).memory_bytes
 
 
 def time_grid(methods, grid_by_method, steps, t0):
@@ -386,6 +436,63 @@ def aggregate(test, methods, modes, names, horizons):
     return table, by_h
 
 
+
+
+# --------------------------------------------------------------------------
+# rows of an earlier run (--carry-over)
+# --------------------------------------------------------------------------
+
+def ran_pairs(methods, modes):
+    """Every (method, setting) pair a run with these methods and modes
+    produces, the latency-budget setting included."""
+    out = set(pairs(methods, modes))
+    if "non-causal" in modes:
+        out |= {(m, BUDGET) for m in methods if m in LEARNERS}
+    return out
+
+
+def carry_over(path, ran, names, horizons, seeds, grids, quick):
+    """The rows of an earlier run of this script (its JSON at `path`) for
+    every (method, setting) pair outside `ran`: (test, chosen, timing,
+    grid_us, validation, provenance), keyed as this run's.  Exits if that run
+    covered other sessions, horizons or test seeds, was of the other mode
+    (quick / full), or searched another grid for a pair it would lend."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--carry-over: cannot read {path}: {exc}")
+    if (bool(old.get("quick")) != quick or [s["name"] for s in old["sessions"]] != names
+            or old["horizons"] != horizons or old["seeds"]["test"] != list(seeds["test"])):
+        raise SystemExit(f"--carry-over: {path} covers other sessions, horizons, test seeds "
+                         "or mode than this run; run those methods again instead")
+    env = old["environment"]
+    earlier = dict(command=old["command"], date=env["date"], git=env["git"],
+                   cpu=env["cpu_model"])
+    test, chosen, provenance = {}, {}, {}
+    for r in old["runs"]:
+        pair = (r["method"], r["mode"])
+        if pair in ran:
+            continue
+        grid_mode = "non-causal" if r["mode"] == BUDGET else r["mode"]
+        grid = old["grids"][grid_mode].get(r["method"], {})
+        now = {k: list(v) for k, v in grids[grid_mode].get(r["method"], {}).items()}
+        if grid != now:
+            raise SystemExit(f"--carry-over: {r['method']}, {r['mode']} was chosen on another "
+                             f"grid in {path} ({grid}, now {now}); run it again instead")
+        key = pair + (r["session"], r["horizon"])
+        test[key] = {k: r[k] for k in METRICS + ("divergences", "nrmse_per_seed")}
+        chosen[key] = dict(config=r["config"], valid_nrmse=r["valid_nrmse"],
+                           at_edge=[] if r["mode"] == BUDGET else _at_edge(r["config"], grid))
+        provenance[pair] = old.get("provenance", {}).get("|".join(pair), earlier)
+    timing = {tuple(k.split("|")): v for k, v in old["timing"].items()
+              if tuple(k.split("|")) in provenance}
+    grid_us = {(g["method"], _freeze(g["config"])): g["median_us"]
+               for g in old["grid_latency_us"] if (g["method"], BUDGET) in provenance}
+    validation = [v for v in old["validation"] if (v["method"], v["mode"]) in provenance]
+    return test, chosen, timing, grid_us, validation, provenance
+
+
 # --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
@@ -398,7 +505,11 @@ def _us(v):
     return "—" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:.2f}")
 
 
-def format_main_table(table, timing, methods):
+def _name(method, mode, carried):
+    return f"{method} {CARRIED}" if (method, mode) in carried else method
+
+
+def format_main_table(table, timing, methods, carried=()):
     lines = ["| setting | method | nRMSE | RMSE mm | MAE mm | max mm | jitter mm | "
              "µs / step | vs published ms / step |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -421,14 +532,14 @@ def format_main_table(table, timing, methods):
             ratio = "—"
             if study and us:
                 ratio = f"{em.PUBLISHED[study]['ms'] * 1000 / us:,.0f}x faster"
-            lines.append(f"| {label} | {method} | {r['nrmse']:.3f} | {r['rmse']:.3f} | "
-                         f"{r['mae']:.3f} | {r['max']:.2f} | {r['jitter']:.3f} | {_us(us)} | "
-                         f"{ratio} |")
+            lines.append(f"| {label} | {_name(method, mode, carried)} | {r['nrmse']:.3f} | "
+                         f"{r['rmse']:.3f} | {r['mae']:.3f} | {r['max']:.2f} | "
+                         f"{r['jitter']:.3f} | {_us(us)} | {ratio} |")
     return "\n".join(lines)
 
 
-def format_horizon_table(by_h, methods, horizons):
-    show = [h for h in horizons if h in (1, 2, 3, 5, 7, 10, 14, 17, 21)]
+def format_horizon_table(by_h, methods, horizons, carried=()):
+    show = [h for h in horizons if h in (1, 2, 3, 5, 7, 10, 14, 17, 21)] or horizons
     lines = ["| setting | method | " + " | ".join(f"{h / 10:.1f} s" for h in show) + " |",
              "|---|---|" + "---:|" * len(show)]
     for mode in ("non-causal", BUDGET, "causal"):
@@ -436,9 +547,40 @@ def format_horizon_table(by_h, methods, horizons):
             if (method, mode) not in by_h:
                 continue
             vals = by_h[(method, mode)]
-            lines.append(f"| {mode} | {method} | " + " | ".join(f"{vals[h]:.3f}" for h in show)
-                         + " |")
+            lines.append(f"| {mode} | {_name(method, mode, carried)} | "
+                         + " | ".join(f"{vals[h]:.3f}" for h in show) + " |")
     return "\n".join(lines)
+
+
+def auto_margins(by_h, horizons):
+    """Per horizon: (auto, {baseline: nRMSE}, the best baseline, auto - best),
+    causal, means over sessions and seeds; None without auto or a baseline."""
+    have = [b for b in AUTO_BASELINES if (b, "causal") in by_h]
+    if (AUTO, "causal") not in by_h or not have:
+        return None
+    out = {}
+    for h in horizons:
+        base = {b: by_h[(b, "causal")][h] for b in have}
+        best = min(base, key=base.get)
+        a = by_h[(AUTO, "causal")][h]
+        out[h] = (a, base, best, a - base[best])
+    return out
+
+
+def format_auto_table(by_h, horizons, carried=()):
+    margins = auto_margins(by_h, horizons)
+    if margins is None:
+        return ""
+    have = list(next(iter(margins.values()))[1])
+    lines = ["| horizon | auto | " + " | ".join(_name(b, "causal", carried) for b in have)
+             + " | best of those | auto − best | auto at or below |",
+             "|---:|---:|" + "---:|" * len(have) + "---|---:|---|"]
+    for h, (a, base, best, d) in margins.items():
+        lines.append(f"| {h / 10:.1f} s | {a:.3f} | "
+                     + " | ".join(f"{base[b]:.3f}" for b in have)
+                     + f" | {best} | {d:+.3f} | {'yes' if d <= 0 else '**no**'} |")
+    return ("Auto against the causal baselines, test nRMSE by horizon (mean over sessions "
+            "and seeds):\n\n" + "\n".join(lines))
 
 
 def best_learner(table, mode, methods):
@@ -446,24 +588,25 @@ def best_learner(table, mode, methods):
     return min(learners, key=lambda m: table[(m, mode)]["nrmse"]) if learners else None
 
 
-def format_targets(table, timing, methods):
+def format_targets(table, timing, methods, by_h=None, horizons=()):
     out = []
     best = best_learner(table, "non-causal", methods)
-    if best is None:
-        return "Targets: no learner was run."
-    v = table[(best, "non-causal")]["nrmse"]
-    status = "met" if v <= TARGET_NRMSE else f"MISSED by {v - TARGET_NRMSE:.4f}"
-    out.append(f"- Like for like (non-causal), best learner's nRMSE averaged over horizons "
-               f"<= {TARGET_NRMSE}: {best} {v:.4f} -- **{status}**")
-    us = timing.get((best, "non-causal"), {}).get("median_us")
-    if us is not None:
-        budget = em.PUBLISHED["SnAp-1"]["ms"] * 1000 / TARGET_SPEEDUP
-        speed = em.PUBLISHED["SnAp-1"]["ms"] * 1000 / us
-        status = ("met" if us <= budget else
-                  f"MISSED: {speed:.0f}x, {us / budget:.1f}x too slow for {TARGET_SPEEDUP:.0f}x")
-        out.append(f"- Its per-step latency at least {TARGET_SPEEDUP:.0f}x below the published "
-                   f"SnAp-1 1.52 ms (<= {budget:.1f} µs): {us:.1f} µs, {speed:,.0f}x -- "
-                   f"**{status}**")
+    v = None
+    if best is not None:
+        v = table[(best, "non-causal")]["nrmse"]
+        status = "met" if v <= TARGET_NRMSE else f"MISSED by {v - TARGET_NRMSE:.4f}"
+        out.append(f"- Like for like (non-causal), best learner's nRMSE averaged over horizons "
+                   f"<= {TARGET_NRMSE}: {best} {v:.4f} -- **{status}**")
+        us = timing.get((best, "non-causal"), {}).get("median_us")
+        if us is not None:
+            budget = em.PUBLISHED["SnAp-1"]["ms"] * 1000 / TARGET_SPEEDUP
+            speed = em.PUBLISHED["SnAp-1"]["ms"] * 1000 / us
+            status = ("met" if us <= budget else
+                      f"MISSED: {speed:.0f}x, {us / budget:.1f}x too slow for "
+                      f"{TARGET_SPEEDUP:.0f}x")
+            out.append(f"- Its per-step latency at least {TARGET_SPEEDUP:.0f}x below the "
+                       f"published SnAp-1 1.52 ms (<= {budget:.1f} µs): {us:.1f} µs, "
+                       f"{speed:,.0f}x -- **{status}**")
     bb = best_learner(table, BUDGET, methods)
     if bb is not None:
         bv = table[(bb, BUDGET)]["nrmse"]
@@ -474,15 +617,39 @@ def format_targets(table, timing, methods):
                    f"learner is {bb}, nRMSE {bv:.3f} at {_us(bus)} µs per step -- nRMSE "
                    f"**{status}**")
     cb = best_learner(table, "causal", methods)
-    cv = table[(cb, "causal")]["nrmse"]
     last = table.get((LAST, "causal"), {}).get("nrmse")
-    extra = f"; repeat-last-value {last:.3f}" if last is not None else ""
-    out.append(f"- Causal (no future target used), as close as it gets: best learner {cb} "
-               f"{cv:.3f}, {cv - v:+.3f} against the best non-causal{extra}")
-    return "\n".join(out)
+    if cb is not None:
+        cv = table[(cb, "causal")]["nrmse"]
+        extra = f"; repeat-last-value {last:.3f}" if last is not None else ""
+        versus = f", {cv - v:+.3f} against the best non-causal" if v is not None else ""
+        out.append(f"- Causal (no future target used), as close as it gets: best learner {cb} "
+                   f"{cv:.3f}{versus}{extra}")
+    if (AUTO, "causal") in table:
+        av = table[(AUTO, "causal")]["nrmse"]
+        status = "met" if av <= TARGET_AUTO else f"MISSED by {av - TARGET_AUTO:.3f}"
+        others = [f"{m} {table[(m, 'causal')]['nrmse']:.3f}"
+                  for m in ([cb] if cb else []) + [LMS, RIDGE, LAST] if (m, "causal") in table]
+        out.append(f"- Auto, one configuration for every recording and horizon, nothing chosen "
+                   f"on validation: causal nRMSE averaged over horizons <= {TARGET_AUTO:.2f}: "
+                   f"{av:.3f} -- **{status}** (causal, tuned on validation: "
+                   f"{', '.join(others)})")
+        margins = auto_margins(by_h or {}, horizons)
+        if margins is not None:
+            names = ", ".join(next(iter(margins.values()))[1])
+            worse = {h: m[3] for h, m in margins.items() if m[3] > 0}
+            h_worst = max(margins, key=lambda h: margins[h][3])
+            worst = (f"largest margin {margins[h_worst][3]:+.3f} at {h_worst / 10:.1f} s "
+                     f"(against {margins[h_worst][2]})")
+            status = ("met" if not worse else
+                      f"MISSED at {len(worse)} of {len(margins)} horizons ("
+                      + ", ".join(f"{h / 10:.1f} s {d:+.3f}" for h, d in worse.items()) + ")")
+            out.append(f"- Auto at or below the best of causal {names} at every horizon "
+                       f"(mean over sessions and seeds): {len(margins) - len(worse)} of "
+                       f"{len(margins)} horizons, {worst} -- **{status}**")
+    return "\n".join(out) if out else "no target applies to the methods run."
 
 
-def format_choices(chosen, methods, modes, grids):
+def format_choices(chosen, methods, modes, grids, carried=()):
     lines = []
     for mode in modes:
         for method in methods:
@@ -490,35 +657,70 @@ def format_choices(chosen, methods, modes, grids):
                 continue
             picks = Counter(config_label(c["config"]) for (m, md, _, _), c in chosen.items()
                             if m == method and md == mode)
+            if not picks:
+                continue
+            name = _name(method, mode, carried)
+            if method == AUTO:
+                lines.append(f"- {mode}, {name}: one configuration "
+                             f"(`Forecaster.auto(9, 9, h, seed=s)`) for every session and "
+                             f"horizon; nothing chosen on validation")
+                continue
             edge = Counter(k for (m, md, _, _), c in chosen.items() if m == method and md == mode
                            for k in c["at_edge"])
             total = sum(picks.values())
             top = "; ".join(f"{cfg} ({n})" for cfg, n in picks.most_common(3))
             edges = ", ".join(f"{k} {n}/{total}" for k, n in sorted(edge.items())) or "none"
-            lines.append(f"- {mode}, {method}: {len(configs(grids[mode][method]))} configurations; "
-                         f"most chosen: {top}; at a grid edge: {edges}")
+            lines.append(f"- {mode}, {name}: {len(configs(grids[mode][method]))} "
+                         f"configurations; most chosen: {top}; at a grid edge: {edges}")
     return "\n".join(lines)
 
 
+def format_scope(args, methods, modes, names, horizons, provenance, this_run):
+    """What this command ran, and where the other rows come from."""
+    ran = sorted({m for (m, md), p in provenance.items() if p is this_run},
+                 key=METHODS.index)
+    line = (f"This run: {', '.join(ran)}; settings: {', '.join(modes)}; "
+            f"{'all ' if len(names) == 9 else ''}{len(names)} sessions, horizons "
+            f"{horizons[0]}-{horizons[-1]} samples ({len(horizons)})"
+            + ("." if set(ran) == set(METHODS) and len(modes) == len(MODES)
+               else " (a subset of the methods and settings: `--methods` / `--modes`)."))
+    carried = {}
+    for pair, p in provenance.items():
+        if p is not this_run:
+            carried.setdefault((p["command"], p["date"], p["git"], p["cpu"]), []).append(pair)
+    for (command, date, git, cpu), ps in carried.items():
+        line += (f"  Rows marked {CARRIED} were not run by this command: carried over "
+                 f"(`--carry-over`) from the results of `{command}` ({date[:10]}, {git}, "
+                 f"{cpu}), their scores, choices and timings as that run measured them "
+                 f"(scores rounded to 5 significant digits): "
+                 + ", ".join(f"{m} {md}" for m, md in sorted(
+                     ps, key=lambda p: (METHODS.index(p[0]), p[1]))) + ".")
+    return line
+
+
 def format_notes(args, sessions, seeds, timing, table, elapsed, methods):
+    divs = ", ".join(f"{m} {md} {table[(m, md)]['divergences']}" for md in MODES
+                     for m in methods if m in SEEDED and (m, md) in table)
     lines = [
         f"Sessions: {len(sessions)} ({', '.join(f'{s.name} ({len(s)})' for s in sessions)}; "
         f"samples in brackets); horizons {args['horizons'][0]}-{args['horizons'][-1]} samples; "
         f"validation seeds {list(seeds['valid'])}, test seeds {list(seeds['test'])}; "
-        f"divergence-guard recoveries in test runs: "
-        + ", ".join(f"{m} {md} {table[(m, md)]['divergences']}" for md in MODES
-                    for m in methods if m in LEARNERS) + ".",
+        f"divergence-guard recoveries in test runs (auto: its RNN members', plus member "
+        f"forecasts set aside as non-finite): {divs or 'none run'}.",
         "µs / step: one `OnlineRNN.step` call (non-causal) or one `Forecaster.update` call "
-        "(causal: a learning step plus h forward steps of a state copy), at the chosen "
+        "(causal: a learning step plus h forward steps of a state copy; auto: one "
+        "`AutoForecaster.update`, every member), at the chosen "
         "configurations, median over the (session, horizon) choices of each configuration's "
-        "median; LMS and linear regression are numpy loops, not timed.  Worst chosen "
+        "median; LMS, linear regression and ridge are numpy loops, not timed.  Worst chosen "
         "configuration's median / p99 at the median one: " + "; ".join(
             f"{m} {md} {t['worst_median_us']:.1f} / {t['p99_us_at_median_config']:.1f} µs"
             for (m, md), t in sorted(timing.items())) + ".",
-        "Memory (`memory_bytes`) at the chosen configurations, median / largest: " + "; ".join(
-            f"{m} {md} {t['memory_bytes_median'] / 1024:,.0f} / {t['memory_bytes_max'] / 1024:,.0f} KiB"
+        "Memory (`memory_bytes`; auto: the whole mixture) at the chosen configurations, "
+        "median / largest: " + "; ".join(
+            f"{m} {md} {t['memory_bytes_median'] / 1024:,.0f} / "
+            f"{t['memory_bytes_max'] / 1024:,.0f} KiB"
             for (m, md), t in sorted(timing.items())) + ".",
-        f"Run time {elapsed:.0f} s.",
+        f"Run time of this command {elapsed:.0f} s.",
     ]
     return "\n\n".join(lines)
 
@@ -528,7 +730,7 @@ DIFFERENCES = """Where this run differs from the study:
 - **Network.** Our Elman cell has a hidden bias (the study feeds a constant 1 input instead, the same thing) and a readout bias b_out (9 more parameters; the study's readout has none).  Non-causal runs start from the study's N(0, 0.02) weights, b_out at 0.
 - **Runs.** The study averages 300 test runs per configuration after 50 validation runs; we use the seeds listed below.  Its per-step times are MATLAB on an i7-13700; ours are this library on the machine below, so the ratio mixes implementation and hardware.
 - **DNI** is not a learner of this library (no row of ours); **snap2, tbptt and diag** have no published row.
-- **Causal rows** are ours only: the study publishes no causal figures.  They use the library's forecasting setup (lagged-stream training, displacement target, its own initialisation) and their own grid, chosen on the same validation split."""
+- **Causal rows** are ours only: the study publishes no causal figures.  They use the library's forecasting setup (lagged-stream training, displacement target, its own initialisation) and their own grid, chosen on the same validation split.  **Ridge** (causal only) is chosen like the others; **auto** (`Forecaster.auto`, causal only) is one configuration for every session and horizon, given the current sample only, and chooses nothing on validation."""
 
 
 def write_plot(by_h, methods, horizons, env, quick):
@@ -539,12 +741,17 @@ def write_plot(by_h, methods, horizons, env, quick):
     except ImportError:
         return None
     secs = np.array(horizons, float) / 10.0
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=False)
-    for ax, mode in zip(axes, MODES):
+    modes = [md for md in MODES if any((m, md) in by_h for m in methods)]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.6), sharey=False,
+                             squeeze=False)
+    for ax, mode in zip(axes[0], modes):
         for method in methods:
-            style = {LAST: "k--", LMS: "s:", LINREG: "d:"}.get(method, "o-")
+            if (method, mode) not in by_h:
+                continue
+            style = {LAST: "k--", LMS: "s:", LINREG: "d:", RIDGE: "v:", AUTO: "k-"}.get(
+                method, "o-")
             ax.plot(secs, [by_h[(method, mode)][h] for h in horizons], style, label=method,
-                    markersize=3)
+                    markersize=3, linewidth=2.2 if method == AUTO else 1.2)
         if mode == "non-causal":
             for study, color in (("SnAp-1", "tab:red"), ("LMS", "tab:grey")):
                 ax.axhline(em.PUBLISHED[study]["nrmse"], color=color, linewidth=0.8,
@@ -555,7 +762,7 @@ def write_plot(by_h, methods, horizons, env, quick):
         ax.set_ylabel("test nRMSE (mean over sessions and seeds)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=2)
     fig.suptitle(f"ExtMarker, protocol of Pohl et al. — {env['date'][:10]}"
                  + (" — QUICK run (reduced grids, 1 seed)" if quick else ""), fontsize=10)
     fig.tight_layout()
@@ -566,14 +773,15 @@ def write_plot(by_h, methods, horizons, env, quick):
 
 SECTION = ("## `bench_extmarker.py` -- the published respiratory-motion study, like for "
            "like and causal\n\n"
-           "Every learner, repeat-last-value, LMS and offline linear regression under the "
+           "Every learner, repeat-last-value, LMS, offline linear and ridge regression and "
+           "the auto forecaster under the "
            "protocol of Pohl et al. (CMPB 2025, arXiv 2403.01607) on the 9 ExtMarker "
            "sessions, beside the study's published table; hyper-parameters chosen per "
            "session and horizon on the validation split.  Rows marked non-causal use the "
            "study's setting (the model learns from a target before it could be observed) and "
            "exist only for the like-for-like comparison; causal rows are what a deployment "
            "gets.  Protocol and grids in the file's docstring.  Regenerate (quick: a few "
-           "minutes; full: about 40 minutes on 2 cores):\n\n"
+           "minutes; full: about 50 minutes on 2 cores):\n\n"
            f"    {COMMAND} --quick\n    {COMMAND}\n\n")
 
 
@@ -588,6 +796,11 @@ def _rounded(obj):
     return obj
 
 
+def _method(name):
+    """--methods: a method's name or short alias (auto, last, lms, linreg)."""
+    return ALIASES.get(name.lower(), name)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -597,8 +810,15 @@ def main(argv=None):
                    help="session ids (default: all 9)")
     p.add_argument("--horizons", type=int, nargs="+", default=None, metavar="H",
                    help="horizons in samples (default 1 ... 21)")
-    p.add_argument("--methods", nargs="+", default=None, choices=METHODS, metavar="M",
-                   help="methods (default: all): " + ", ".join(METHODS))
+    p.add_argument("--methods", nargs="+", default=None, type=_method, choices=METHODS,
+                   metavar="M", help="methods (default: all): " + ", ".join(METHODS)
+                   + "; short names: " + ", ".join(ALIASES))
+    p.add_argument("--modes", nargs="+", default=None, choices=MODES, metavar="SETTING",
+                   help="settings (default: both): " + ", ".join(MODES))
+    p.add_argument("--carry-over", action="store_true",
+                   help="keep, from the results JSON already written, the rows of the "
+                        "methods and settings this run does not produce (marked in the "
+                        "report, with the command and date that produced them)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes for the accuracy runs (default: all cores)")
     p.add_argument("--timing-steps", type=int, default=2000,
@@ -613,45 +833,72 @@ def main(argv=None):
     if horizons[0] < 1 or horizons[-1] > max(em.HORIZONS):
         p.error(f"--horizons must lie in 1 ... {max(em.HORIZONS)}")
     methods = [m for m in METHODS if m in (args.methods or METHODS)]
+    modes = tuple(md for md in MODES if md in (args.modes or MODES))
+    if not pairs(methods, modes):
+        p.error(f"nothing to run: {', '.join(CAUSAL_ONLY)} run in the causal setting only")
     level = "quick" if args.quick else "full"
     grids, seeds = GRIDS[level], SEEDS[level]
     sessions = em.load_sessions(args.sessions)
     names = [s.name for s in sessions]
     for s in sessions:
         _session(s.name)
+    earlier = (carry_over(JSON_PATH, ran_pairs(methods, modes), names, horizons, seeds, grids,
+                          args.quick) if args.carry_over else None)
     env = common.environment(rtrl_edge)
     t0 = time.perf_counter()
-    chosen, scores = select(methods, MODES, names, horizons, grids, seeds["valid"], args.jobs, t0)
-    grid_us = time_grid(methods, grids["non-causal"], args.timing_steps, t0)
-    chosen.update(select_within_budget(scores, grid_us, methods, names, horizons))
+    chosen, scores = select(methods, modes, names, horizons, grids, seeds["valid"], args.jobs, t0)
+    grid_us = {}
+    if "non-causal" in modes:
+        grid_us = time_grid(methods, grids["non-causal"], args.timing_steps, t0)
+        chosen.update(select_within_budget(scores, grid_us, methods, names, horizons))
     test = evaluate(chosen, seeds["test"], args.jobs, t0)
-    timing = time_configs(chosen, methods, MODES + (BUDGET,), args.timing_steps, t0)
+    timing = time_configs(chosen, methods, modes + (BUDGET,), args.timing_steps, t0)
     elapsed = time.perf_counter() - t0
-    table, by_h = aggregate(test, methods, MODES + (BUDGET,), names, horizons)
+    given = list(argv) if argv is not None else sys.argv[1:]
+    this_run = dict(command=" ".join([COMMAND, *given]), date=env["date"], git=env["git"],
+                    cpu=env["cpu_model"])
+    provenance = {(m, md): this_run for (m, md, _, _) in test}
+    validation = [dict(method=k[0], mode=k[1], config=dict(c),
+                       mean_valid_nrmse=float(np.mean([np.mean(scores[(k[0], k[1], n, h)][c])
+                                                       for n in names for h in horizons])))
+                  for k in sorted({(m, md) for (m, md, _, _) in scores})
+                  for c in sorted(scores[(k[0], k[1], names[0], horizons[0])])]
+    if earlier is not None:
+        for mine, theirs in zip((test, chosen, timing, grid_us), earlier[:4]):
+            mine.update(theirs)
+        validation += earlier[4]
+        provenance.update(earlier[5])
+    carried = {pair for pair, p in provenance.items() if p is not this_run}
+    shown = [m for m in METHODS if any(m == pair[0] for pair in provenance)]
+    shown_modes = tuple(md for md in MODES if any(md == pair[1] for pair in provenance))
+    table, by_h = aggregate(test, shown, MODES + (BUDGET,), names, horizons)
 
     settings = dict(horizons=horizons)
-    text = "\n\n".join([
+    text = "\n\n".join(part for part in [
         ("**Quick run**: grids of one or two points per method and one seed; indicative "
          "only.  The full run is the command without `--quick`." if args.quick else
          "Full run: the grids in the file's docstring."),
+        format_scope(args, methods, modes, names, horizons, provenance, this_run),
         "Test scores, averaged over sessions, horizons and seeds (published: averaged over "
         "recordings and horizons, 10 Hz):",
-        format_main_table(table, timing, methods),
-        "Targets:\n" + format_targets(table, timing, methods),
+        format_main_table(table, timing, shown, carried),
+        "Targets:\n" + format_targets(table, timing, shown, by_h, horizons),
         "Test nRMSE by horizon (mean over sessions and seeds):",
-        format_horizon_table(by_h, methods, horizons),
+        format_horizon_table(by_h, shown, horizons, carried),
+        format_auto_table(by_h, horizons, carried),
         "Hyper-parameters chosen on the validation split (per session and horizon):\n"
-        + format_choices(chosen, methods, MODES, grids),
+        + format_choices(chosen, shown, shown_modes, grids, carried),
         DIFFERENCES,
-        format_notes(settings, sessions, seeds, timing, table, elapsed, methods),
-        "Environment: " + common.format_environment(env),
-    ])
+        format_notes(settings, sessions, seeds, timing, table, elapsed, shown),
+        "Environment (this command): " + common.format_environment(env),
+    ] if part)
     print(text)
-    given = list(argv) if argv is not None else sys.argv[1:]
     key = "|".join
     result = dict(
         benchmark="bench_extmarker", quick=bool(args.quick),
-        command=" ".join([COMMAND, *given]), environment=env, elapsed_s=elapsed,
+        command=this_run["command"], environment=env, elapsed_s=elapsed,
+        methods_run=methods, modes_run=list(modes),
+        provenance={key(k): v for k, v in sorted(provenance.items())},
         sessions=[dict(name=s.name, markers=list(s.markers), samples=len(s),
                        dropped_rows=s.dropped) for s in sessions],
         horizons=horizons, seeds={k: list(v) for k, v in seeds.items()},
@@ -660,11 +907,7 @@ def main(argv=None):
         published=em.PUBLISHED, budget_us=BUDGET_US,
         grid_latency_us=[dict(method=m, config=dict(c), median_us=v)
                          for (m, c), v in sorted(grid_us.items())],
-        validation=[dict(method=k[0], mode=k[1], config=dict(c),
-                         mean_valid_nrmse=float(np.mean([np.mean(scores[(k[0], k[1], n, h)][c])
-                                                         for n in names for h in horizons])))
-                    for k in sorted({(m, md) for (m, md, _, _) in scores})
-                    for c in sorted(scores[(k[0], k[1], names[0], horizons[0])])],
+        validation=validation,
         table={key(k): v for k, v in table.items()},
         by_horizon={key(k): v for k, v in by_h.items()},
         timing={key(k): v for k, v in timing.items()},
@@ -676,7 +919,7 @@ def main(argv=None):
     if not args.no_write:
         common.publish(result, text, JSON_PATH,
                        lambda block: common.write_block(BEGIN, END, block, SECTION),
-                       plot=lambda: write_plot(by_h, methods, horizons, env, args.quick),
+                       plot=lambda: write_plot(by_h, shown, horizons, env, args.quick),
                        alt="test nRMSE against horizon, non-causal and causal",
                        compact=True, numbers="All numbers, per session and horizon")
     return result

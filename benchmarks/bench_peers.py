@@ -19,6 +19,13 @@ Contenders:
               streamed by ``extmarker.rnn(..., causal=True, delta=True)``
               (``rtrl_edge.forecast.Forecaster``): learners rtrl (exact),
               snap1, uoro, tbptt (window k = 16) and cell="diag" (exact).
+  auto        ``rtrl_edge.AutoForecaster(9, 9, h, hidden=n)`` (what
+              ``Forecaster.auto`` builds, its RNN members at size n): a last
+              value, two linear RLS, a seasonal and four RNN members (exact
+              RTRL, Adam, their own normalisation) weighted online by their
+              recent error.  Nothing to choose: one pass, fed the current
+              sample, ``update(z_t, z_t)`` (``extmarker.auto``); its members
+              keep their own lags and states.
   PyTorch     ``torch.nn.RNNCell(108, n, nonlinearity="tanh")`` and a
               ``torch.nn.Linear(n, 9)`` readout, PyTorch's default
               initialisation, float32, ``torch.set_num_threads(1)``,
@@ -123,6 +130,8 @@ SEED = 0
 RATE_HZ = 10.0
 
 LIB, TORCH, SLAX = "rtrl_edge", "PyTorch", "slax"
+AUTO = "rtrl_edge auto"      # the family of the auto forecaster: no learning rate
+NO_LR = "none"               # its only pass, in the per-learning-rate records
 TORCH_INSTALL = ("pip install torch==2.13.0 "
                  "--extra-index-url https://download.pytorch.org/whl/cpu")
 SLAX_INSTALL = "pip install slax==0.0.1"
@@ -137,11 +146,13 @@ CONTENDERS = (
     ("rtrl_edge uoro", LIB, "uoro", {}),
     (f"rtrl_edge tbptt k={K}", LIB, "tbptt", dict(window=K)),
     ("rtrl_edge diag", LIB, "diag", {}),
+    ("rtrl_edge auto (no tuning)", AUTO, "auto", {}),
     (f"PyTorch TBPTT k={K}", TORCH, "tbptt", {}),
     ("slax RTRL", SLAX, "rtrl", {}),
 )
 BY_KEY = {c[0]: c for c in CONTENDERS}
 LIB_BY_LEARNER = {c[2]: c[0] for c in CONTENDERS if c[1] == LIB}
+OURS = (LIB, AUTO)
 LAST = "repeat last value"
 METRICS = ("nrmse", "rmse", "mae", "max", "jitter")
 
@@ -383,6 +394,9 @@ def stream_peer(model, X, z, h, timer=None):
 
 def build(key, n_in, n, lr):
     _, family, learner, options = BY_KEY[key]
+    if family == AUTO:
+        from rtrl_edge import AutoForecaster
+        return AutoForecaster(em.DIM, em.DIM, H, hidden=n, seed=SEED)
     if family == LIB:
         return em.make_net(learner, n_in, n, lr, SEED, init="library", **options)
     if family == TORCH:
@@ -393,15 +407,17 @@ def build(key, n_in, n, lr):
 def stream(key, model, X, z, timer=None):
     if BY_KEY[key][1] == LIB:
         return em.rnn(model, X, z, H, True, delta=True, timer=timer)
+    if BY_KEY[key][1] == AUTO:                # its own lags and states: the current sample
+        return em.stream(model.update, z, z, H, timer)
     return stream_peer(model, X, z, H, timer)
 
 
 def state_bytes(key, model):
-    return int(model.memory_bytes if BY_KEY[key][1] == LIB else model.nbytes)
+    return int(model.memory_bytes if BY_KEY[key][1] in OURS else model.nbytes)
 
 
 def import_tool(family):
-    if family == LIB:
+    if family in OURS:
         import rtrl_edge  # noqa: F401
         import rtrl_edge.forecast  # noqa: F401
     elif family == TORCH:
@@ -437,7 +453,8 @@ def scores(preds, session, mu, sg):
 
 def run_grid(keys, n, grid, data, progress):
     """Every contender at every learning rate, timed; rounds = learning
-    rates, contenders in rotating order within a round.  Returns (per_lr,
+    rates, contenders in rotating order within a round; the auto forecaster,
+    which has no learning rate, once, in the first round.  Returns (per_lr,
     failures): a peer that raises is dropped with the reason (an installed
     but broken optional package must not stop the run); rtrl_edge raising
     is a bug and propagates."""
@@ -449,12 +466,15 @@ def run_grid(keys, n, grid, data, progress):
     for r, lr in enumerate(grid):
         order = keys[r % len(keys):] + keys[:r % len(keys)]
         for key in order:
+            fixed = BY_KEY[key][1] == AUTO
+            if fixed and r > 0:
+                continue
             timer = np.zeros(T - H, np.int64)
             try:
                 model = build(key, X.shape[1], n, lr)
                 preds = stream(key, model, X, z, timer)
             except Exception as exc:
-                if BY_KEY[key][1] == LIB:
+                if BY_KEY[key][1] in OURS:
                     raise
                 failures[key] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
                 keys.remove(key)
@@ -465,7 +485,9 @@ def run_grid(keys, n, grid, data, progress):
                        state_bytes=state_bytes(key, model), finite=finite)
             if BY_KEY[key][1] == LIB:
                 row["divergence_recoveries"] = int(model.stats["divergence_recoveries"])
-            per_lr[key][str(lr)] = row
+            elif fixed:
+                row["divergence_recoveries"] = em.auto_divergences(model)
+            per_lr[key][NO_LR if fixed else str(lr)] = row
         progress(f"n={n} lr={lr:g}")
     return per_lr, failures
 
@@ -479,17 +501,21 @@ def choose(per_lr):
 def summarise_size(per_lr, grid):
     rows = {}
     for key, by_lr in per_lr.items():
-        lr = choose(by_lr)
+        fixed = BY_KEY[key][1] == AUTO           # no learning rate: nothing chosen
+        lr = NO_LR if fixed else choose(by_lr)
         row = by_lr[lr]
-        rows[key] = dict(family=BY_KEY[key][1], learner=BY_KEY[key][2], lr=float(lr),
-                         lr_at_grid_edge=float(lr) in (grid[0], grid[-1]) and len(grid) > 2,
+        rows[key] = dict(family=BY_KEY[key][1], learner=BY_KEY[key][2],
+                         lr=None if fixed else float(lr),
+                         lr_at_grid_edge=(not fixed and float(lr) in (grid[0], grid[-1])
+                                          and len(grid) > 2),
                          test=row["test"], valid=row["valid"], latency=row["latency"],
                          state_bytes=row["state_bytes"], finite=row["finite"],
-                         valid_nrmse_by_lr={k: v["valid"]["nrmse"] for k, v in by_lr.items()},
+                         valid_nrmse_by_lr=({} if fixed else
+                                            {k: v["valid"]["nrmse"] for k, v in by_lr.items()}),
                          **({"divergence_recoveries": row["divergence_recoveries"]}
                             if "divergence_recoveries" in row else {}))
     for key, row in rows.items():
-        if row["family"] == LIB:
+        if row["family"] in OURS:
             continue
         med = row["latency"]["median_us"]
         same = LIB_BY_LEARNER[row["learner"]]
@@ -599,11 +625,13 @@ def format_size(n, rows, baseline, grid):
              + " | — | — | — |"]
     for key, r in rows.items():
         t = r["test"]
-        ratio = ("—" if r["family"] == LIB
+        ratio = ("—" if r["family"] in OURS
                  else f"{r['median_ratio_to'][r['same_learner']]:.3g}x "
                       f"(vs {_short(r['same_learner'])})")
         lat = r["latency"]
-        lines.append(f"| {key} | {r['lr']:g}{' (edge)' if r['lr_at_grid_edge'] else ''} | "
+        lr = ("— (none)" if r["lr"] is None
+              else f"{r['lr']:g}{' (edge)' if r['lr_at_grid_edge'] else ''}")
+        lines.append(f"| {key} | {lr} | "
                      + " | ".join(f"{t[m]:.3f}" for m in METRICS)
                      + f" | {lat['median_us']:.3g} / {lat['p99_us']:.3g} | {ratio} "
                      f"| {_kib(r['state_bytes'])} |")
@@ -615,7 +643,7 @@ def format_ratios(sizes, results):
     for n in sizes:
         rows = results[str(n)]["rows"]
         for key, r in rows.items():
-            if r["family"] == LIB:
+            if r["family"] in OURS:
                 continue
             out.append(f"n={n}, {key}: " + ", ".join(
                 f"{v:.3g}x {_short(lk)}" for lk, v in r["median_ratio_to"].items()))
@@ -648,14 +676,20 @@ def format_valid(sizes, results, grid):
     lines = [head, "|---:|---|" + "---:|" * len(grid)]
     for n in sizes:
         for key, r in results[str(n)]["rows"].items():
+            if r["lr"] is None:
+                continue
             cells = []
             for g in grid:
                 v = r["valid_nrmse_by_lr"][str(g)]
                 s = "diverged" if not np.isfinite(v) else f"{v:.3f}"
                 cells.append(f"**{s}**" if g == r["lr"] else s)
             lines.append(f"| {n} | {key} | " + " | ".join(cells) + " |")
+    fixed = [f"n={n}: {r['valid']['nrmse']:.3f}" for n in sizes
+             for r in results[str(n)]["rows"].values() if r["lr"] is None]
     return ("Validation nRMSE (targets [300, 600)) by learning rate; the chosen one in "
-            "bold:\n\n" + "\n".join(lines))
+            "bold:\n\n" + "\n".join(lines)
+            + (f"\n\nThe auto forecaster has no learning rate and chooses nothing on "
+               f"validation (its validation nRMSE: {', '.join(fixed)})." if fixed else ""))
 
 
 def format_checks(sizes, results, baseline):
@@ -675,6 +709,28 @@ def format_checks(sizes, results, baseline):
     return " ".join(out)
 
 
+def format_targets(sizes, results):
+    """Auto at or below PyTorch TBPTT's test nRMSE at every size run."""
+    auto_key = next(c[0] for c in CONTENDERS if c[1] == AUTO)
+    torch_key = next(c[0] for c in CONTENDERS if c[1] == TORCH)
+    out = []
+    for n in sizes:
+        rows = results[str(n)]["rows"]
+        if auto_key not in rows:
+            continue
+        a = rows[auto_key]["test"]["nrmse"]
+        if torch_key not in rows:
+            out.append(f"- n={n}: {auto_key} at or below {torch_key}'s test nRMSE: "
+                       f"{a:.3f}, {torch_key} not run -- **not measured**")
+            continue
+        t = rows[torch_key]["test"]["nrmse"]
+        status = "met" if a <= t else f"MISSED by {a - t:.3f}"
+        out.append(f"- n={n}: {auto_key} (RNN members of {n} units, nothing tuned) at or "
+                   f"below {torch_key}'s test nRMSE (its learning rate chosen on "
+                   f"validation): {a:.3f} against {t:.3f} -- **{status}**")
+    return "Targets:\n" + "\n".join(out) if out else ""
+
+
 def format_setting(session, grid, elapsed):
     T = len(session)
     return (f"Session {SESSION} ({T} samples, 3 markers x xyz), input window L = {L} "
@@ -683,7 +739,13 @@ def format_setting(session, grid, elapsed):
             f"contender from {{{', '.join(f'{g:g}' for g in grid)}}} by validation "
             f"nRMSE; scored on test targets [{em.VALID}, {T}) in mm.  Latency: each "
             f"per-sample call (learn + forecast), {T - H} calls of the chosen learning "
-            f"rate's pass; passes interleaved in rounds.  Run time {elapsed:.0f} s.")
+            f"rate's pass; passes interleaved in rounds.  The auto forecaster "
+            f"(`AutoForecaster(9, 9, {H}, hidden=n)`: last value, linear, seasonal and four "
+            f"RNN members of n units -- exact RTRL, Adam at fixed learning rates, its own "
+            f"normalisation -- weighted online) has no learning rate to choose: one pass, "
+            f"in the first round, fed the current sample z_t (its members keep their own "
+            f"lags and states) instead of the {em.DIM * L}-input window.  "
+            f"Run time {elapsed:.0f} s.")
 
 
 def format_environment(env, peers):
@@ -780,7 +842,7 @@ def main(argv=None):
     skipped = [info for fam in (TORCH, SLAX) for ok, info in [peers[fam]] if not ok]
     results, jobs = {}, []
     for n in sizes:
-        keys = [c[0] for c in CONTENDERS if c[1] == LIB or peers[c[1]][0]]
+        keys = [c[0] for c in CONTENDERS if c[1] in OURS or peers[c[1]][0]]
         if peers[SLAX][0] and n not in slax_sizes:
             keys.remove("slax RTRL")
             skipped.append(f"skipped: slax RTRL at n={n} (its per-sample cost grows fast "
@@ -800,13 +862,14 @@ def main(argv=None):
                    f"{{{', '.join(f'{g:g}' for g in grid)}}}, n = "
                    f"{', '.join(map(str, sizes))}; indicative numbers only."]
                   if args.quick else [])
-    text = "\n\n".join(
+    text = "\n\n".join(part for part in
         quick_note + [format_setting(session, grid, elapsed)]
         + [format_size(n, results[str(n)]["rows"], baseline, grid) for n in sizes]
-        + [format_ratios(sizes, results), format_checks(sizes, results, baseline),
+        + [format_targets(sizes, results),
+           format_ratios(sizes, results), format_checks(sizes, results, baseline),
            format_memory(sizes, results), format_valid(sizes, results, grid)]
         + (["\n".join(skipped)] if skipped else [])
-        + ["Environment: " + format_environment(env, peers)])
+        + ["Environment: " + format_environment(env, peers)] if part)
     print(text)
     given = list(argv) if argv is not None else sys.argv[1:]
     result = dict(benchmark="bench_peers", quick=bool(args.quick),

@@ -1,7 +1,8 @@
 """The respiratory-motion protocol of Pohl et al. on the ExtMarker recordings:
 data, splits, inputs, forecasters and metrics, shared by
-``bench_extmarker.py`` (the study's comparison) and ``bench_peers.py`` (other
-tools on the same stream).
+``bench_extmarker.py`` (the study's comparison), ``bench_peers.py`` (other
+tools on the same stream) and ``bench_auto.py`` (the auto forecaster's
+weights over time).
 
 The protocol, as in the authors' public code (Pohl et al., CMPB 2025,
 arXiv 2403.01607; CMPB 2022, arXiv 2106.01100):
@@ -227,15 +228,63 @@ def linear_regression(X: np.ndarray, z: np.ndarray, h: int, fit_end: int) -> np.
     return preds
 
 
+def ridge_regression(X: np.ndarray, z: np.ndarray, h: int, fit_end: int,
+                     alpha: float) -> np.ndarray:
+    """Offline ridge regression on the same pairs as ``linear_regression``
+    (target before ``fit_end``), fixed afterwards: W minimises
+    ||A W - Y||^2 + alpha ||W||^2 over the centred pairs, the bias (the
+    mean) not penalised.  Unlike the minimum-norm least squares, its
+    forecasts stay bounded when the window has more inputs than there are
+    pairs, or nearly collinear ones."""
+    T = len(X)
+    A = X[:fit_end - h].astype(np.float64)
+    Y = z[h:fit_end].astype(np.float64)
+    x_mean, y_mean = A.mean(axis=0), Y.mean(axis=0)
+    A -= x_mean
+    gram = A.T @ A
+    gram[np.diag_indices_from(gram)] += alpha
+    W = np.linalg.solve(gram, A.T @ (Y - y_mean))
+    preds = np.zeros_like(z)
+    preds[h:] = ((X[:T - h] - x_mean) @ W + y_mean).astype(np.float32)
+    return preds
+
+
+def auto(z: np.ndarray, h: int, seed: int, *, hidden: Optional[int] = None, timer=None):
+    """Stream the standardised session through ``Forecaster.auto(9, 9, h,
+    seed=seed)`` (or ``AutoForecaster(9, 9, h, seed=seed, hidden=hidden)``),
+    ``update(z_t, z_t)``: its members build their own lags and states from
+    the current sample, and nothing is chosen per session or horizon.
+    Returns (preds, the forecaster)."""
+    from rtrl_edge import AutoForecaster, Forecaster
+    fc = (Forecaster.auto(DIM, DIM, h, seed=seed) if hidden is None
+          else AutoForecaster(DIM, DIM, h, seed=seed, hidden=hidden))
+    return stream(fc.update, z, z, h, timer), fc
+
+
+def auto_divergences(fc) -> int:
+    """Divergence-guard recoveries of an auto forecaster's RNN members, plus
+    the member forecasts it set aside as non-finite."""
+    nets = [m.net for m in fc.members if hasattr(m, "net")]
+    return int(sum(n.stats["divergence_recoveries"] for n in nets)
+               + fc.stats["nonfinite_members"])
+
+
 def make_net(learner: str, n_in: int, n: int, lr: float, seed: int, *, init: str,
              clip: float = CLIP, **options):
     """An OnlineRNN for the protocol: sgd, gradient-norm clipping, no
     normaliser (the stream is standardised already).  ``learner`` is one of
     the library's learners or "diag" (cell="diag", exact traces).
     ``init="study"`` draws every weight from N(0, 0.02) (the study's
-    initialisation; b_out starts at 0); "library" keeps the library's."""
-    from rtrl_edge import OnlineRNN
+    initialisation; b_out starts at 0); "library" keeps the library's
+    default; one of ``rtrl_edge.INITS`` ("gaussian", "uniform",
+    "orthogonal") is passed to the library as ``OnlineRNN(init=...)``."""
+    from rtrl_edge import INITS, OnlineRNN
+    if init not in ("study", "library") + INITS:
+        raise ValueError(f"init must be 'study', 'library' or one of {', '.join(INITS)}; "
+                         f"got {init!r}")
     kw = dict(options)
+    if init in INITS:
+        kw["init"] = init
     if learner == "diag":
         learner, kw["cell"] = "rtrl", "diag"
     net = OnlineRNN(n_in, n, DIM, learner=learner, optimizer="sgd", lr=lr, clip=clip,
@@ -247,8 +296,6 @@ def make_net(learner: str, n_in: int, n: int, lr: float, seed: int, *, init: str
             view[...] = 0.0 if name == "b_out" else rng.normal(0.0, STUDY_INIT_STD, view.shape)
         if mask is not None:
             net.params["W_rec"][...] *= mask
-    elif init not in ("study", "library"):
-        raise ValueError(f"init must be 'study' or 'library', got {init!r}")
     return net
 
 

@@ -39,7 +39,9 @@ BENCHMARKS = (
     ("bench_horizons", ["--quick"], [], "forecast error against horizon"),
     ("bench_loop", ["--quick"], [], "loop overhead and end-to-end latency"),
     ("bench_extmarker", ["--quick"], [], "the published respiratory-motion study"),
+    ("bench_auto", ["--quick"], [], "the auto forecaster's member weights over time"),
     ("bench_peers", ["--quick"], [], "PyTorch and other peers on the same stream"),
+    ("bench_init", ["--quick"], [], "the weight initialisations compared (full: ~35 min)"),
     ("pi_estimate", [], [], "Raspberry Pi 4/5 estimate from FLOP and byte counts"),
 )
 NAMES = tuple(b[0] for b in BENCHMARKS)

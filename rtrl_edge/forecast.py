@@ -10,7 +10,7 @@ forecast.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -98,6 +98,24 @@ class Forecaster:
             forecast = forecast + x[:self.net.n_out]
         return forecast
 
+    # -- what OnlineLoop asks of any forecaster -------------------------------
+
+    n_in = property(lambda self: self.net.n_in, doc="Input width.")
+    n_out = property(lambda self: self.net.n_out, doc="Target width.")
+    memory_bytes = property(lambda self: self.net.memory_bytes + self._x.nbytes
+                            + self._target.nbytes, doc="Bytes of the model and the window.")
+    last_loss = property(lambda self: self.net.last_loss, doc="The model's latest loss.")
+    divergence_recoveries = property(
+        lambda self: self.net.stats["divergence_recoveries"],
+        doc="Blow-ups the model's divergence guard undid.")
+
+    def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None, *,
+             key: Optional[bytes] = None) -> None:
+        """The model and the window in one checkpoint (`OnlineRNN.save`),
+        with `extra` arrays beside them; `OnlineRNN.load_with_extra` reads it
+        back and `restore` continues from its arrays."""
+        self.net.save(path, extra=dict(self.state(), **(extra or {})), key=key)
+
     def _check(self, v, width, name):
         # the compiled boundary's checks (shape, numeric, finite), into a copy
         return self.net._core.validated(v, width, name)
@@ -146,6 +164,20 @@ class Forecaster:
         self._x[...] = x
         self._pos, self._seen = int(pos[0]), int(pos[1])
         self.stats.update(zip(("samples", "learned", "resets"), (int(v) for v in stats)))
+
+    @staticmethod
+    def auto(n_in: int, n_out: int, horizon: int, *, seed: int = 0,
+             memory_bytes: Optional[int] = None, step_us: Optional[float] = None):
+        """A forecaster with no hyper-parameters to tune: a mixture of a last
+        value, linear (RLS), seasonal and RNN members weighted online by
+        their recent error (`rtrl_edge.auto.AutoForecaster`), with the same
+        ``update(x, y=None)`` API.  With `memory_bytes` and/or `step_us` its
+        RNN members are the largest that fit (`plan`'s formulas and cost
+        model on this machine).  For a single sensor pass ``x = y = [value]``.
+        """
+        from .auto import build
+        return build(n_in, n_out, horizon, seed=seed, memory_bytes=memory_bytes,
+                     step_us=step_us)
 
     @staticmethod
     def buffer_bytes(n_in: int, n_out: int, horizon: int) -> int:

@@ -228,13 +228,14 @@ class OnlineLoop:
                  checkpoint_every: float = 60.0, checkpoint_key: Optional[bytes] = None,
                  error_window: int = 1000, trace: int = 0):
         self.fc = forecaster
-        self.net = forecaster.net
+        self.net = getattr(forecaster, "net", None)     # the model, for a plain Forecaster
         self.source = source
         n_ch = self.channels = getattr(source, "channels", None)
         self.inputs = np.asarray(list(range(n_ch)) if inputs is None else inputs, dtype=np.intp)
         self.targets = np.asarray(targets, dtype=np.intp)
-        if len(self.inputs) != self.net.n_in or len(self.targets) != self.net.n_out:
-            raise ValueError(f"the network takes {self.net.n_in} inputs and {self.net.n_out} "
+        if len(self.inputs) != forecaster.n_in or len(self.targets) != forecaster.n_out:
+            raise ValueError(f"the network takes {forecaster.n_in} inputs and "
+                             f"{forecaster.n_out} "
                              f"outputs; the loop feeds {len(self.inputs)} and "
                              f"{len(self.targets)}")
         if n_ch is not None and max(self.inputs.max(), self.targets.max()) >= n_ch:
@@ -248,7 +249,7 @@ class OnlineLoop:
         self.checkpoint_key = checkpoint_key
         self.hist = LatencyHistogram()
         self.counters: Dict[str, int] = {k: 0 for k in _COUNTERS}
-        h, o = forecaster.horizon, self.net.n_out
+        h, o = forecaster.horizon, forecaster.n_out
         # forecasts waiting for their target, and a window of scored errors
         self._pending = np.full((h, o), np.nan)
         self._last = np.full((h, o), np.nan)           # the value when each was made
@@ -389,7 +390,12 @@ class OnlineLoop:
     # -- durability --------------------------------------------------------
 
     def _state(self) -> Dict[str, np.ndarray]:
-        state = self.fc.state()
+        """The forecaster's state and the loop's (what a checkpoint holds
+        beside the model)."""
+        return dict(self.fc.state(), **self._loop_state())
+
+    def _loop_state(self) -> Dict[str, np.ndarray]:
+        state = {}
         state["loop_counters"] = np.array([self.counters[k] for k in _COUNTERS], np.int64)
         state["loop_hist"] = self.hist.counts.copy()
         state["loop_scores"] = np.concatenate([self._sum_sq, [self._n_scored]])
@@ -406,7 +412,7 @@ class OnlineLoop:
         self._last_checkpoint = time.monotonic()
         self.counters["checkpoints"] += 1          # counted in the file it is written to
         try:
-            self.net.save(self.checkpoint, extra=self._state(), key=self.checkpoint_key)
+            self.fc.save(self.checkpoint, extra=self._loop_state(), key=self.checkpoint_key)
         except OSError as exc:
             self.counters["checkpoints"] -= 1
             self.counters["checkpoint_failures"] += 1
@@ -449,7 +455,8 @@ class OnlineLoop:
             if not 0 <= position <= length:
                 raise ValueError(f"the checkpoint had read {position} samples of its source; "
                                  f"this one has {length}")
-        self.fc.restore(extra)                       # checks, then changes
+        if "forecast_x" in extra:    # a single model's Forecaster (an auto one comes whole)
+            self.fc.restore(extra)                   # checks, then changes
         if position is not None:
             self.source.seek(position)
         self.counters.update(zip(_COUNTERS, (int(v) for v in counters)))
@@ -468,6 +475,22 @@ class OnlineLoop:
         trace, histogram), without building it."""
         return (8 * (2 * horizon * n_out + 3 * error_window + 3 * trace)
                 + 8 * (9 * LatencyHistogram.PER_DECADE + 2))
+
+    @staticmethod
+    def resume_any(path: str, *, key: Optional[bytes] = None):
+        """(forecaster source, extra) from a checkpoint of either kind: an
+        `AutoForecaster` (restored whole), or an `OnlineRNN` whose Forecaster
+        the caller rebuilds (see `resume`).  Raises FileNotFoundError or
+        CheckpointError."""
+        from .auto import AutoForecaster, NotThisKind
+        try:
+            fc, extra = AutoForecaster.load_with_extra(path, key=key)
+        except NotThisKind:
+            return OnlineLoop.resume(path, key=key)
+        if "loop_counters" not in extra:
+            raise CheckpointError(f"{path!r} holds a forecaster but no loop state: not a "
+                                  f"checkpoint of rtrl-edge run")
+        return fc, extra
 
     @staticmethod
     def resume(path: str, *, key: Optional[bytes] = None):
@@ -502,10 +525,10 @@ class OnlineLoop:
             baseline_rmse=float(np.sqrt(overall[1])),
             recent_forecast_rmse=float(np.sqrt(recent[0])),
             recent_baseline_rmse=float(np.sqrt(recent[1])),
-            loss=self.net.last_loss,
+            loss=self.fc.last_loss,
             latency=self.hist.summary_us(),
-            divergence_recoveries=self.net.stats["divergence_recoveries"],
-            memory_bytes=self.net.memory_bytes,
+            divergence_recoveries=self.fc.divergence_recoveries,
+            memory_bytes=self.fc.memory_bytes,
             elapsed_s=time.monotonic() - self._t0)
         if self.controller is not None:
             out.update(tracking_rmse=float(np.sqrt(overall[2])),

@@ -74,7 +74,10 @@ def test_quick_run_reports_positive_finite_numbers(quick):
     library = [key for key, family, _, _ in bench.CONTENDERS if family == bench.LIB]
     assert set(library) <= set(rows)
     for key, row in rows.items():
-        assert row["lr"] in result["setting"]["lr_grid"], key
+        if row["family"] == bench.AUTO:          # no learning rate to choose
+            assert row["lr"] is None and row["valid_nrmse_by_lr"] == {}, key
+        else:
+            assert row["lr"] in result["setting"]["lr_grid"], key
         for m in METRICS:
             assert positive_finite(row["test"][m]), (key, m, row["test"][m])
             assert positive_finite(row["valid"][m]), (key, m, row["valid"][m])
@@ -97,6 +100,24 @@ def test_quick_run_reports_positive_finite_numbers(quick):
         assert rows[key]["family"] == bench.LIB
         assert rows[key]["state_bytes"] > 0
     assert "| repeat last value |" in out and "| rtrl_edge rtrl |" in out
+
+
+def test_auto_row_at_the_benchmark_size(quick):
+    """The auto forecaster runs once (no learning rate), at the size of the
+    others' networks, and is reported against PyTorch when that ran."""
+    bench, result, _, out = quick
+    from rtrl_edge import AutoForecaster
+    key = "rtrl_edge auto (no tuning)"
+    row = result["results"]["32"]["rows"][key]
+    assert row["family"] == bench.AUTO and row["divergence_recoveries"] >= 0
+    assert row["state_bytes"] == AutoForecaster(9, 9, bench.H, hidden=32).memory_bytes
+    assert "median_ratio_to" not in row
+    assert list(result["results"]["32"]["per_lr"][key]) == [bench.NO_LR]
+    assert f"| {key} | — (none) |" in out
+    if torch_importable():
+        assert f"- n=32: {key} (RNN members of 32 units" in out
+    else:
+        assert "not run -- **not measured**" in out
 
 
 def test_torch_row_or_skip_message(quick):

@@ -176,3 +176,61 @@ def test_loop_benchmark_quick_run(monkeypatch):
         assert info["scored"] > 0 and info["commands_matched"] > 0
         assert info["link"]["crc_errors"] == info["link"]["seq_gaps"] == 0
     sys.modules.pop("bench_step", None)
+
+
+def test_auto_benchmark_quick_run(monkeypatch, tmp_path, capsys):
+    """benchmarks/bench_auto.py records the auto forecaster's weights (a
+    distribution over its members, by name) and recent errors every few
+    samples, scores it beside repeat-last-value, and with --no-write writes
+    nothing."""
+    import sys
+    import numpy as np
+    bench = _load_sibling(monkeypatch, "bench_auto")
+    for name in ("JSON_PATH", "PNG_PATH"):
+        monkeypatch.setattr(bench, name, str(tmp_path / name))
+    monkeypatch.setattr(bench.common, "README_PATH", str(tmp_path / "README.md"))
+    out = bench.main(["--quick", "--no-write", "--every", "50", "--horizon", "3"])
+    import rtrl_edge
+    names = rtrl_edge.Forecaster.auto(9, 9, 3).names
+    assert out["names"] == names and out["setting"]["horizon"] == 3
+    rec = out["records"]
+    T = out["setting"]["samples"]
+    assert rec["samples"] == list(range(50, T - 3 + 1, 50))
+    W = np.array(rec["weights"])
+    assert W.shape == (len(rec["samples"]), len(names))
+    np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-4)
+    assert np.all(W >= 0) and np.all(np.isfinite(rec["recent_error"]))
+    for who in ("auto", "last value"):
+        for phase in ("valid", "test"):
+            assert positive_finite(out["scores"][who][phase]["nrmse"]), (who, phase)
+    assert set(out["summary"]) == set(names)
+    assert list(tmp_path.iterdir()) == []
+    text = capsys.readouterr().out
+    assert "| member |" in text and f"| {names[0]} |" in text
+    sys.modules.pop("bench_step", None)
+
+
+def test_init_benchmark_quick_run_and_its_cache(monkeypatch, tmp_path):
+    """benchmarks/bench_init.py scores every initialisation with the same
+    seeds; its cache lets a second invocation reuse every run, with the same
+    result; the diag cell's "orthogonal" is its "gaussian" (readout only)."""
+    import json
+    import sys
+    bench = _load_sibling(monkeypatch, "bench_init")
+    cache = tmp_path / "runs.jsonl"
+    args = ["--quick", "--no-write", "--part", "peers", "--learners", "snap1", "diag",
+            "--seeds", "0", "--jobs", "1", "--cache", str(cache)]
+    first = bench.main(args)
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 2 * 3 * 2                    # learners x inits x learning rates
+    rows = {(r["learner"], r["init"]): r for r in first["parts"]["peers"]["rows"]}
+    assert set(rows) == {(lr, i) for lr in ("snap1", "diag") for i in bench.INITS}
+    for r in rows.values():
+        assert positive_finite(r["median_test_nrmse"]), r
+        assert r["per_seed"][0]["lr"] in bench.QUICK["peers"]["lrs"]
+    assert rows[("diag", "orthogonal")]["per_seed"] == rows[("diag", "gaussian")]["per_seed"]
+    cache.write_text("\n".join(lines) + '\n[["snap1", 32')     # a line cut short
+    second = bench.main(args)
+    assert json.dumps(second["parts"], sort_keys=True) == json.dumps(first["parts"],
+                                                                     sort_keys=True)
+    sys.modules.pop("bench_step", None)

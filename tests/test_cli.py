@@ -68,10 +68,15 @@ def test_demo_reports_an_impossible_configuration():
 def test_demo_refuses_a_size_that_cannot_fit_before_allocating():
     """It used to end in a MemoryError traceback."""
     out = io.StringIO()
-    args = cli.build_parser().parse_args(["demo", "--hidden", "100000", "--quiet"])
+    args = cli.build_parser().parse_args(["demo", "--hidden", "100000", "--quiet",
+                                          "--learner", "rtrl"])
     assert cli.demo.main(args, out=out) == 2
     assert "--hidden 100000 --learner rtrl needs at least 3.6 PiB for the model" in out.getvalue()
     assert "--n-in 3 --n-out 3" in out.getvalue()
+    out = io.StringIO()                      # the auto mixture's RNN members
+    args = cli.build_parser().parse_args(["demo", "--hidden", "100000", "--quiet"])
+    assert cli.demo.main(args, out=out) == 2
+    assert "--hidden 100000 (the auto mixture's RNN members) needs" in out.getvalue()
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -200,6 +200,47 @@ def test_linear_regression_fits_only_targets_before_the_scored_window(em, short_
     assert np.abs(X.T @ resid).max() < 1e-2 * np.abs(X).sum()
 
 
+def test_ridge_fits_only_targets_before_the_scored_window(em, short_session, rng):
+    z, _, _ = em.standardise(short_session.xyz)
+    h, fit_end = 5, em.TRAIN
+    z2 = _perturbed(z, fit_end, rng)
+    for L, alpha in ((3, 1.0), (36, 10.0)):     # 324 inputs: more than the 295 pairs
+        a = em.ridge_regression(em.windows(z, L), z, h, fit_end, alpha)
+        b = em.ridge_regression(em.windows(z2, L), z2, h, fit_end, alpha)
+        assert _made_before(a, b, fit_end, h)
+        assert np.all(np.isfinite(a)) and np.all(a[:h] == 0)
+        # the bias is not penalised: the fitted pairs' residuals sum to zero
+        resid = z[h:fit_end].astype(np.float64) - a[h:fit_end]
+        assert np.abs(resid.mean(axis=0)).max() < 1e-4
+
+
+def test_ridge_spans_least_squares_to_the_mean(em, short_session):
+    z, _, _ = em.standardise(short_session.xyz)
+    h, fit_end = 3, em.TRAIN
+    X = em.windows(z, 1)                          # 9 inputs, 297 pairs: well posed
+    near_ls = em.ridge_regression(X, z, h, fit_end, 1e-6)
+    np.testing.assert_allclose(near_ls, em.linear_regression(X, z, h, fit_end), atol=1e-3)
+    flat = em.ridge_regression(X, z, h, fit_end, 1e9)
+    np.testing.assert_allclose(flat[h:], np.broadcast_to(z[h:fit_end].mean(axis=0),
+                                                         flat[h:].shape), atol=1e-3)
+
+
+@pytest.mark.parametrize("h", [1, 3])
+def test_auto_forecasts_never_use_the_future(em, short_session, rng, h):
+    """Forecaster.auto as the benchmark feeds it (update(z_t, z_t)): a
+    forecast made at t is the same whatever comes after t."""
+    z, _, _ = em.standardise(short_session.xyz[:160])
+    t0 = 100
+    z2 = _perturbed(z, t0, rng)
+    (a, fc), (b, _) = em.auto(z, h, 0), em.auto(z2, h, 0)
+    assert _made_before(a, b, t0, h)
+    assert np.all(a[:h] == 0) and np.all(np.isfinite(a))
+    assert fc.counters["samples"] == 160 - h and em.auto_divergences(fc) == 0
+    # hidden= builds the members at that size
+    _, small = em.auto(z[:20], h, 0, hidden=4)
+    assert all(m.net.n_hidden == 4 for m in small.members if hasattr(m, "net"))
+
+
 def test_study_initialisation_draws_every_weight_from_n_0_002(em):
     net = em.make_net("snap1", 90, 60, 0.01, 3, init="study")
     W = np.concatenate([net.params[k].ravel() for k in ("W_rec", "W_in", "b", "W_out")])
@@ -256,10 +297,80 @@ def test_benchmark_quick_run_reports_every_method_and_setting(monkeypatch, capsy
     sys.modules.pop("bench_step", None)
 
 
+QUICK_CAUSAL = ["--quick", "--sessions", SHORT, "--horizons", "1", "4", "--jobs", "1",
+                "--timing-steps", "200"]
+
+
+def test_benchmark_auto_and_ridge_causal_rows(monkeypatch, capsys):
+    """Auto is one configuration: never validated, run over the test seeds;
+    ridge is chosen on validation from its grid; both causal only; the
+    per-horizon comparison with the causal baselines is printed."""
+    bench = _load(monkeypatch, "bench_extmarker")
+    out = bench.main(QUICK_CAUSAL + ["--no-write", "--methods", "auto", "ridge", "lms", "last",
+                                     "--modes", "causal"])
+    auto, ridge = bench.AUTO, bench.RIDGE
+    assert set(out["table"]) == {f"{m}|causal" for m in (auto, ridge, "LMS", "last value")}
+    assert out["methods_run"] == ["last value", "LMS", ridge, auto]
+    assert out["modes_run"] == ["causal"]
+    assert {v["method"] for v in out["validation"]} == {"LMS", ridge}
+    grid = bench.GRIDS["quick"]["causal"][ridge]
+    assert {tuple(sorted(v["config"])) for v in out["validation"]
+            if v["method"] == ridge} == {("L", "alpha")}
+    seeds = bench.SEEDS["quick"]["test"]
+    for run in out["runs"]:
+        if run["method"] == auto:
+            assert run["config"] == {} and run["valid_nrmse"] is None
+            assert len(run["nrmse_per_seed"]) == len(seeds)
+        if run["method"] == ridge:
+            assert all(v in grid[k] for k, v in run["config"].items()), run
+    assert sorted(r["horizon"] for r in out["runs"] if r["method"] == auto) == [1, 4]
+    for m in (auto, ridge):
+        row = out["table"][f"{m}|causal"]
+        assert all(math.isfinite(row[k]) and row[k] >= 0.0 for k in bench.METRICS)
+    assert out["timing"][f"{auto}|causal"]["median_us"] > 0
+    assert out["timing"][f"{auto}|causal"]["memory_bytes_max"] > 0
+    text = capsys.readouterr().out
+    assert "Auto against the causal baselines" in text
+    assert "| 0.1 s |" in text and "| 0.4 s |" in text
+    assert "causal nRMSE averaged over horizons <= 0.60" in text
+    assert "a subset of the methods and settings" in text
+    sys.modules.pop("bench_step", None)
+
+
+def test_benchmark_carries_over_the_rows_it_does_not_run(monkeypatch, tmp_path, capsys):
+    """--carry-over keeps an earlier run's rows for what this run does not
+    run, marked, with that run's command; it refuses results of another
+    protocol (here: other horizons)."""
+    bench = _load(monkeypatch, "bench_extmarker")
+    monkeypatch.setattr(bench, "JSON_PATH", str(tmp_path / "x.json"))
+    monkeypatch.setattr(bench, "PNG_PATH", str(tmp_path / "x.png"))
+    monkeypatch.setattr(bench.common, "README_PATH", str(tmp_path / "README.md"))
+    first = bench.main(QUICK_CAUSAL + ["--methods", "last", "lms"])
+    capsys.readouterr()
+    second = bench.main(QUICK_CAUSAL + ["--methods", "auto", "--modes", "causal",
+                                        "--carry-over"])
+    text = capsys.readouterr().out
+    assert set(second["table"]) == set(first["table"]) | {f"{bench.AUTO}|causal"}
+    for key, row in first["table"].items():
+        assert second["table"][key]["nrmse"] == pytest.approx(row["nrmse"], rel=1e-4)
+        assert second["provenance"][key]["command"] == first["command"]
+    assert second["provenance"][f"{bench.AUTO}|causal"]["command"] == second["command"]
+    assert f"| LMS {bench.CARRIED} |" in text and "carried over" in text
+    assert f"| {bench.AUTO} |" in text
+    readme = (tmp_path / "README.md").read_text()
+    assert first["command"] in readme and "carried over" in readme
+    with pytest.raises(SystemExit, match="other sessions, horizons"):
+        bench.main(["--quick", "--sessions", SHORT, "--horizons", "2", "--jobs", "1",
+                    "--methods", "auto", "--modes", "causal", "--carry-over", "--no-write"])
+    sys.modules.pop("bench_step", None)
+
+
 def test_benchmark_rejects_bad_arguments(monkeypatch, capsys):
     bench = _load(monkeypatch, "bench_extmarker")
     for argv, msg in ((["--horizons", "0"], "--horizons must lie in"),
                       (["--jobs", "0"], "--jobs must be >= 1"),
+                      (["--methods", "ridge", "--modes", "non-causal"], "nothing to run"),
+                      (["--modes", "acausal"], "invalid choice"),
                       (["--methods", "dni"], "invalid choice")):
         with pytest.raises(SystemExit):
             bench.main(argv + ["--no-write"])

@@ -865,7 +865,7 @@ def test_rtrl_edge_run_on_a_board_that_vanishes_and_comes_back(board, tmp_path):
     point(sym, pty1.path)
     dev1 = board.start(pty1.master, bad_every=10)
     p = subprocess.Popen(
-        [sys.executable, "-m", "rtrl_edge", "run", "--port", str(sym), "--max-steps", "800",
+        [sys.executable, "-m", "rtrl_edge", "run", "--learner", "rtrl", "--port", str(sym), "--max-steps", "800",
          "--hidden", "8", "--horizon", "5", "--checkpoint", str(ck), "--summary-json", str(js),
          "--quiet"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)

@@ -38,10 +38,22 @@ SUMMARY_KEYS = set(_COUNTERS) | {
 SLOW_HIDDEN = "48"
 
 
+PLAIN = ("--learner", "--lr", "--cell", "--optimizer", "--window", "--rec-density")
+
+
+def single_model(argv):
+    """These tests are about the loop around one model: without a model flag
+    `run` would build the auto mixture (tests/test_run_auto.py), so a fresh
+    run gets --learner rtrl (which a resumed rtrl checkpoint matches)."""
+    if any(flag in argv for flag in PLAIN):
+        return list(argv)
+    return [*argv, "--learner", "rtrl"]
+
+
 def run_inproc(*argv):
     """`rtrl-edge run ARGV` in this process: (exit code, output)."""
     out = io.StringIO()
-    args = cli.build_parser().parse_args(["run", *argv])
+    args = cli.build_parser().parse_args(["run", *single_model(argv)])
     return cli.run.main(args, out=out), out.getvalue()
 
 
@@ -52,7 +64,8 @@ class Procs:
     def start(self, *argv, **kw):
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
-        p = subprocess.Popen([sys.executable, "-m", "rtrl_edge", "run", *argv], cwd=self.cwd,
+        p = subprocess.Popen([sys.executable, "-m", "rtrl_edge", "run", *single_model(argv)],
+                             cwd=self.cwd,
                              env=ENV, text=True, **kw)
         self.procs.append(p)
         return p
@@ -203,7 +216,7 @@ def test_resume_continues_the_counts_and_the_model(tmp_path):
     rc, text = run_inproc("--synthetic", "--hidden", "6", "--max-steps", "500", "--checkpoint",
                           str(ck), "--resume", "--summary-json", str(js))
     assert rc == 0, text
-    assert f"resumed from {ck} ({net0.stats['steps']:,} steps learnt, continuing at sample " \
+    assert f"resumed from {ck} ({net0.stats['steps']:,} samples learnt, continuing at sample " \
            f"{c0['samples']:,})" in text
     s = strict_json(js)
     assert s["samples"] == 500 and c0["samples"] == 300
@@ -395,7 +408,7 @@ def test_resume_after_sigkill_loses_nothing_before_the_last_checkpoint(procs, tm
                              "--resume", "--max-steps", str(n + 300), "--summary-json",
                              str(js), "--quiet")
     assert rc == 0, err
-    assert f"resumed from {ck} ({net.stats['steps']:,} steps learnt, continuing at sample " \
+    assert f"resumed from {ck} ({net.stats['steps']:,} samples learnt, continuing at sample " \
            f"{n:,})" in out
     s = strict_json(js)
     assert s["samples"] == n + 300 and s["stop_reason"] == "max steps"

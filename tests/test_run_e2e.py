@@ -32,7 +32,7 @@ def board(firmware_build):
 def test_run_learns_to_forecast_the_simulated_plant_and_drives_it(board, tmp_path):
     js, ck = tmp_path / "summary.json", tmp_path / "ck.npz"
     res = subprocess.run(
-        [sys.executable, "-m", "rtrl_edge", "run", "--port", board, "--max-steps", "1500",
+        [sys.executable, "-m", "rtrl_edge", "run", "--learner", "rtrl", "--port", board, "--max-steps", "1500",
          "--horizon", "10", "--summary-json", str(js), "--checkpoint", str(ck)],
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=55)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -33,8 +33,11 @@ def run(*argv):
 
 
 def replay(ck, *argv):
+    """A single model (--learner rtrl) unless the test names one; auto
+    checkpoints are tested in tests/test_run_auto.py."""
+    plain = [] if "--resume" in argv or "--learner" in argv else ["--learner", "rtrl"]
     return run("--replay", RECORDING, "--hidden", "6", "--horizon", "4", "--quiet",
-               "--checkpoint", str(ck), *argv)
+               "--checkpoint", str(ck), *plain, *argv)
 
 
 def same_model(a, b):
@@ -57,7 +60,7 @@ def test_an_existing_checkpoint_is_never_replaced_without_resume_or_fresh(tmp_pa
     before = ck.read_bytes()
     rc, text = replay(ck, "--max-steps", "50")
     assert rc == 2
-    what = "a checkpoint (396 steps learnt)" if kind == "valid" else \
+    what = "a checkpoint (396 samples learnt)" if kind == "valid" else \
         "a file that is not a valid checkpoint"
     assert text == (f"rtrl-edge run: {ck} already holds {what}; continue it with --resume, "
                     f"or start over with --fresh (which keeps it as .bak)\n")
@@ -96,7 +99,7 @@ def test_a_resumed_replay_continues_after_the_last_sample_learnt(tmp_path):
     assert replay(parts, "--max-steps", "1000")[0] == 0
     rc, text = replay(parts, "--resume")
     assert rc == 0, text
-    assert f"(996 steps learnt, continuing at sample 1,000)" in text
+    assert f"(996 samples learnt, continuing at sample 1,000)" in text
     a, ea = OnlineLoop.resume(str(whole))
     b, eb = OnlineLoop.resume(str(parts))
     assert same_model(a, b)
@@ -219,16 +222,20 @@ def test_a_fifo_as_checkpoint_is_refused_at_once(tmp_path):
 # -- mistakes caught before anything runs ---------------------------------------------
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--hidden", "100000"], "--hidden 100000 --learner rtrl needs at least 3.6 PiB for the model"),
+    (["--hidden", "100000", "--learner", "rtrl"],
+     "--hidden 100000 --learner rtrl needs at least 3.6 PiB for the model"),
+    (["--hidden", "100000"], "--hidden 100000 (the auto mixture's RNN members) needs 14.2 PiB"),
     (["--horizon", str(10 ** 10)], "--horizon 10000000000 needs 372.5 GiB for the forecast "
                                    "window"),
     (["--learner", "tbptt", "--window", str(3 * 10 ** 9)],
      "--hidden 32 --learner tbptt --window 3000000000 needs at least 760.0 GiB for the model"),
 ])
-def test_absurd_sizes_are_refused_with_the_bytes_they_need(argv, needle):
-    """They used to end in MemoryError / OverflowError tracebacks."""
+def test_absurd_sizes_are_refused_with_the_bytes_they_need(argv, needle, tmp_path):
+    """They used to end in MemoryError / OverflowError tracebacks.  (Run
+    outside the source tree, whose uncompiled package would shadow the
+    installed one.)"""
     p = subprocess.run([sys.executable, "-m", "rtrl_edge", "run", "--synthetic", *argv],
-                       env=ENV, capture_output=True, text=True, timeout=60)
+                       env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stdout + p.stderr
     assert needle in p.stdout and "of memory is available" in p.stdout
     assert "Traceback" not in p.stdout + p.stderr

@@ -17,6 +17,16 @@ from ..forecast import Forecaster
 # so that a flag given can be told from one left out).
 DEFAULTS = dict(horizon=10, target=0, learner="rtrl", cell="elman", hidden=32, window=16,
                 rec_density=None, optimizer="sgd", lr=1e-2, seed=0)
+# Any of these asks for one model of that kind; without them, the forecaster
+# is `Forecaster.auto`, whose RNN members have AUTO_HIDDEN units unless
+# --hidden says otherwise.
+PLAIN_FLAGS = ("learner", "lr", "cell", "optimizer", "window", "rec_density")
+AUTO_HIDDEN = 16
+
+
+def wants_auto(args) -> bool:
+    """No flag that only a single model has: the auto mixture."""
+    return all(getattr(args, name, None) is None for name in PLAIN_FLAGS)
 
 
 def check_output_path(path: Optional[str]) -> Optional[str]:
@@ -42,17 +52,26 @@ def check_output_path(path: Optional[str]) -> Optional[str]:
 
 
 def _checkpoint_values(net, extra) -> Dict[str, object]:
+    from ..auto import AutoForecaster
+    if isinstance(net, AutoForecaster):
+        values = dict(kind="auto", hidden=net.hidden, seed=net.seed, horizon=net.horizon)
+        _add_target(values, extra)
+        return values
     cfg = net.config
-    values = dict(learner=cfg["learner"], cell=cfg["cell"], hidden=cfg["n_hidden"],
-                  window=cfg["window"], rec_density=cfg["rec_density"],
+    values = dict(kind="plain", learner=cfg["learner"], cell=cfg["cell"],
+                  hidden=cfg["n_hidden"], window=cfg["window"], rec_density=cfg["rec_density"],
                   optimizer=cfg["optimizer"], lr=cfg["lr"], seed=cfg["seed"])
     pos = extra.get("forecast_pos")
     if pos is not None and np.shape(pos) == (4,):
         values["horizon"] = int(pos[2])
+    _add_target(values, extra)
+    return values
+
+
+def _add_target(values, extra) -> None:
     channels = extra.get("loop_channels")
     if channels is not None and np.ndim(channels) == 1 and len(channels) > 1 + int(channels[0]):
         values["target"] = int(channels[1 + int(channels[0])])
-    return values
 
 
 def differing_flags(args, net, extra) -> List[str]:
@@ -60,6 +79,12 @@ def differing_flags(args, net, extra) -> List[str]:
     the command line that differs from the checkpoint's."""
     saved = _checkpoint_values(net, extra)
     out = []
+    if saved["kind"] == "auto":
+        for name in PLAIN_FLAGS:
+            given = getattr(args, name)
+            if given is not None:
+                out.append(f"--{name.replace('_', '-')}: the checkpoint holds the auto mixture "
+                           f"(no such setting), command line {given}")
     for name in DEFAULTS:
         given = getattr(args, name)
         if given is None or name not in saved:
@@ -75,8 +100,10 @@ def differing_flags(args, net, extra) -> List[str]:
 def model_settings(args, net=None, extra=None) -> Dict[str, object]:
     """Every model flag: as given, else the checkpoint's, else the default."""
     saved = _checkpoint_values(net, extra) if net is not None else {}
-    settings = {}
-    for name, default in DEFAULTS.items():
+    kind = saved.get("kind") or ("auto" if wants_auto(args) else "plain")
+    defaults = dict(DEFAULTS, hidden=AUTO_HIDDEN) if kind == "auto" else DEFAULTS
+    settings = {"kind": kind}
+    for name, default in defaults.items():
         given = getattr(args, name)
         settings[name] = given if given is not None else saved.get(name, default)
     if settings["window"] is None:
@@ -121,6 +148,13 @@ def check_sizes(settings: Dict[str, object], channels: int, trace: int = 0,
     window_bytes = Forecaster.buffer_bytes(m, o, h) + OnlineLoop.buffer_bytes(h, o, trace=trace)
     if window_bytes > available:
         return (f"--horizon {h} needs {_bytes(window_bytes)} for the forecast window; "
+                f"{_bytes(available)} of memory is available")
+    if settings.get("kind") == "auto":
+        from ..auto import estimate_bytes
+        need = estimate_bytes(m, o, h, n)
+        if need + window_bytes <= available:
+            return None
+        return (f"--hidden {n} (the auto mixture's RNN members) needs {_bytes(need)}; "
                 f"{_bytes(available)} of memory is available")
     # a lower bound first (parameters, gradient, last good copy, moments,
     # tbptt's ring), cheap at any size; then the exact figure

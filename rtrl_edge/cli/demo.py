@@ -9,10 +9,11 @@ import time
 import numpy as np
 
 from .. import data
+from ..auto import AutoForecaster
 from ..forecast import Forecaster
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
 from ._common import positive_float, positive_int
-from ._preflight import check_sizes
+from ._preflight import check_sizes, wants_auto
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,21 +32,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
                       help="forecast this many samples ahead (default: %(default)s, "
                            "i.e. 0.2 s at 10 Hz)")
     demo.add_argument("--hidden", type=positive_int, default=16,
-                      help="hidden units (default: %(default)s)")
-    demo.add_argument("--learner", choices=LEARNERS, default="rtrl",
-                      help="sensitivity learner (default: %(default)s)")
-    demo.add_argument("--cell", choices=CELLS, default="elman",
-                      help="recurrent cell; diag needs --learner rtrl and an even "
-                           "--hidden (default: %(default)s)")
-    demo.add_argument("--window", type=positive_int, default=16,
-                      help="truncation of --learner tbptt (default: %(default)s)")
-    demo.add_argument("--rec-density", type=positive_float, default=None,
-                      help="sparse W_rec keeping this fraction (needed to make "
-                           "--learner snap2 cheaper than rtrl)")
-    demo.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                      help="online optimiser (default: %(default)s)")
-    demo.add_argument("--lr", type=positive_float, default=1e-2,
-                      help="learning rate (default: %(default)s)")
+                      help="hidden units (of each RNN member of the auto mixture, or of the "
+                           "one model; default: %(default)s)")
+    one = demo.add_argument_group(
+        "one model instead of the auto mixture",
+        "Without these, the demo runs Forecaster.auto (a mixture with nothing to tune). "
+        "Any of them runs one OnlineRNN instead, with the others at their defaults "
+        "(rtrl, elman, sgd, lr 0.01).")
+    one.add_argument("--learner", choices=LEARNERS, help="sensitivity learner")
+    one.add_argument("--cell", choices=CELLS,
+                     help="recurrent cell; diag needs --learner rtrl and an even --hidden")
+    one.add_argument("--window", type=positive_int,
+                     help="truncation of --learner tbptt (default: 16)")
+    one.add_argument("--rec-density", type=positive_float,
+                     help="sparse W_rec keeping this fraction (needed to make "
+                          "--learner snap2 cheaper than rtrl)")
+    one.add_argument("--optimizer", choices=OPTIMIZERS, help="online optimiser")
+    one.add_argument("--lr", type=positive_float, help="learning rate")
     demo.add_argument("--clip", type=positive_float, default=1.0,
                       help="clip each step's gradient to this norm (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
@@ -79,30 +82,41 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         f"3 channels (marker x, y, z in mm)")
     for note in rec.dropped:
         say(f"  loader dropped {note}")
-    problem = check_sizes(dict(hidden=args.hidden, horizon=h, learner=args.learner,
-                               cell=args.cell, window=args.window, optimizer=args.optimizer,
-                               rec_density=args.rec_density), 3, n_out=3)
+    auto = wants_auto(args)
+    settings = dict(kind="auto" if auto else "plain", hidden=args.hidden, horizon=h,
+                    learner=args.learner or "rtrl", cell=args.cell or "elman",
+                    window=args.window or 16, optimizer=args.optimizer or "sgd",
+                    rec_density=args.rec_density)
+    problem = check_sizes(settings, 3, n_out=3)
     if problem:
         say(f"rtrl-edge demo: {problem}")
         return 2
-    try:
-        net = OnlineRNN(3, args.hidden, 3, learner=args.learner, cell=args.cell,
-                        optimizer=args.optimizer, lr=args.lr, clip=args.clip,
-                        normalize=True, seed=args.seed,
-                        window=args.window if args.learner == "tbptt" else None,
-                        rec_density=args.rec_density)
-    except ValueError as exc:
-        say(f"rtrl-edge demo: {exc}")
-        return 2
-    say(f"  model: {net.learner} learner, {net.cell} cell, {args.hidden} hidden units, "
-        f"{args.optimizer} lr={args.lr:g}, memory_bytes={net.memory_bytes:,}")
+    # At time t the target of the forecast made at t - h arrives: the
+    # forecaster learns from it, then forecasts x_{t+h} (everything it uses
+    # is known at t).
+    if auto:
+        fc = Forecaster.auto(3, 3, h, seed=args.seed) if args.hidden == 16 else \
+            AutoForecaster(3, 3, h, seed=args.seed, hidden=args.hidden)
+        say(f"  model: Forecaster.auto, a mixture of {len(fc.members)} forecasters (last "
+            f"value, linear, seasonal, RNNs of {fc.hidden} units), nothing to tune; "
+            f"memory_bytes={fc.memory_bytes:,}")
+    else:
+        try:
+            net = OnlineRNN(3, args.hidden, 3, learner=settings["learner"],
+                            cell=settings["cell"], optimizer=settings["optimizer"],
+                            lr=args.lr or 1e-2, clip=args.clip, normalize=True,
+                            seed=args.seed,
+                            window=settings["window"] if settings["learner"] == "tbptt"
+                            else None, rec_density=args.rec_density)
+        except ValueError as exc:
+            say(f"rtrl-edge demo: {exc}")
+            return 2
+        # the lagged stream, and a copy of the state run over the last h inputs
+        fc = Forecaster(net, h, delta=True)
+        say(f"  model: {net.learner} learner, {net.cell} cell, {args.hidden} hidden units, "
+            f"{settings['optimizer']} lr={args.lr or 1e-2:g}, memory_bytes={net.memory_bytes:,}")
     say(f"  task: forecast {h} sample(s) = {1000 * h / rec.sample_rate_hz:.0f} ms ahead; "
         f"every forecast is made before its target is seen")
-
-    # At time t the target of the forecast made at t - h arrives: the
-    # Forecaster learns from it, then forecasts x_{t+h} from a copy of the
-    # lagged state run over the last h inputs (everything used is known at t).
-    fc = Forecaster(net, h, delta=True)
     n = T - 2 * h                                    # forecasts with a target to score
     forecast = np.empty((n, 3), dtype=np.float64)    # forecast[i]: of x_{i+2h}, made at i+h
     latency_ns = np.empty(T - h, dtype=np.int64)
@@ -141,10 +155,16 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
     say(f"  latency per sample: median {np.median(latency_ns) / 1e3:.1f} us, "
         f"p99 {np.percentile(latency_ns, 99) / 1e3:.1f} us over {len(latency_ns)} samples "
         f"(learn from the arrived target + forecast)")
-    say(f"  memory_bytes: {net.memory_bytes:,} (all buffers, allocated once)")
-    stats = net.stats
-    say(f"  updates {stats['updates']}, divergence recoveries "
-        f"{stats['divergence_recoveries']}, rejected inputs {stats['rejected_inputs']}")
+    say(f"  memory_bytes: {fc.memory_bytes:,} (all buffers, allocated once)")
+    if auto:
+        say("  members at the end: weight, recent error relative to the last value's")
+        for name, m in fc.stats["members"].items():
+            say(f"    {name:38s} {m['weight']:5.2f}  {m['recent_error']:6.3f}")
+        say(f"  divergence recoveries {fc.divergence_recoveries}")
+    else:
+        stats = fc.net.stats
+        say(f"  updates {stats['updates']}, divergence recoveries "
+            f"{stats['divergence_recoveries']}, rejected inputs {stats['rejected_inputs']}")
     say("  data: ExtMarker respiratory-motion recordings, Krilavicius et al. (2013), "
         "CC BY 4.0 (see rtrl_edge/data/README.md)")
     return 0

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import data
 from ..forecast import Forecaster
+from ..auto import AutoForecaster
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
 from ._common import json_safe, positive_float, positive_int
 from ._preflight import (DEFAULTS, check_output_path, check_sizes, differing_flags,
@@ -161,15 +162,17 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         exists = os.path.lexists(args.checkpoint)
         if exists and not (args.resume or args.fresh):
             try:
-                held = OnlineRNN.load(args.checkpoint, key=key)
-                what = f"a checkpoint ({held.stats['steps']:,} steps learnt)"
+                held, held_extra = OnlineLoop.resume_any(args.checkpoint, key=key)
+                counters = held_extra.get("loop_counters")
+                what = (f"a checkpoint ({int(counters[1]):,} samples learnt)"
+                        if counters is not None and len(counters) > 1 else "a checkpoint")
             except (OSError, ckpt.CheckpointError):
                 what = "a file that is not a valid checkpoint"
             return fail(f"{args.checkpoint} already holds {what}; continue it with --resume, "
                         f"or start over with --fresh (which keeps it as .bak)")
         if exists and args.resume:
             try:
-                net, extra = OnlineLoop.resume(args.checkpoint, key=key)
+                net, extra = OnlineLoop.resume_any(args.checkpoint, key=key)
             except (OSError, ckpt.CheckpointError) as exc:
                 return fail(f"cannot resume: {exc}. The checkpoint was left as it is; move it "
                             f"away, or start over with --fresh (which keeps it as .bak)")
@@ -216,6 +219,7 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
     if net is not None and net.n_in != channels:
         return fail(f"the checkpoint's model takes {net.n_in} inputs; this source has "
                     f"{channels} channels")
+    fc = net if isinstance(net, AutoForecaster) else None
     # the target first: the forecaster learns its change over the horizon
     inputs = [target] + [c for c in range(channels) if c != target]
     trace = 5000 if args.plot else 0
@@ -223,6 +227,10 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
         problem = check_sizes(settings, channels, trace)
         if problem:
             return fail(problem)
+    if net is None and settings["kind"] == "auto":
+        fc = AutoForecaster(channels, 1, settings["horizon"], seed=settings["seed"],
+                            hidden=settings["hidden"])
+    elif net is None:
         try:
             net = OnlineRNN(channels, settings["hidden"], 1, learner=settings["learner"],
                             cell=settings["cell"], optimizer=settings["optimizer"],
@@ -231,10 +239,11 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
                             else None, rec_density=settings["rec_density"])
         except ValueError as exc:
             return fail(str(exc))
-    try:
-        fc = Forecaster(net, settings["horizon"], delta=True)
-    except ValueError as exc:
-        return fail(str(exc))
+    if fc is None:
+        try:
+            fc = Forecaster(net, settings["horizon"], delta=True)
+        except ValueError as exc:
+            return fail(str(exc))
     controller = sink = None
     if link is not None and link.hello.n_actuators > 0 and not args.no_control:
         dt = 1.0 / source.rate_hz
@@ -256,7 +265,7 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
             return fail(f"cannot resume from {args.checkpoint}: {exc}")
         if not hasattr(source, "seek"):
             loop.gap()     # what the model learnt is kept; a live stream has a break
-        say(f"rtrl-edge run: resumed from {args.checkpoint} ({net.stats['steps']:,} steps "
+        say(f"rtrl-edge run: resumed from {args.checkpoint} ({fc.stats['learned']:,} samples "
             f"learnt" + (f", continuing at sample {source.position:,}"
                          if hasattr(source, "position") else "") + ")")
     if args.fresh and os.path.lexists(args.checkpoint):

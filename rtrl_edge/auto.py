@@ -1,0 +1,462 @@
+"""`AutoForecaster` (``rtrl_edge.Forecaster.auto``): h-step forecasts with
+nothing to tune.
+
+Several forecasters run side by side on the same stream and `Hedge` weights
+them by their recent error on the targets that have already arrived
+(`rtrl_edge.mixture`):
+
+  ====================  ======================================================
+  last value            y_t (the floor: doing nothing)
+  linear, short/long    RLS on 4 and 16 lags of the inputs, predicting the
+                        change over the horizon
+  seasonal              the change one to three detected periods ago
+  RNN x 3               OnlineRNN (exact RTRL, Adam) at learning rates spanning
+                        30x, learning the change over the horizon
+  RNN on the residual   the same, learning what the short linear member misses
+  ====================  ======================================================
+
+Inputs and targets are standardised by running statistics inside each
+member, so the caller passes raw values: ``update(x_t, y_t)``, with
+``x_t = y_t = [value]`` for a single sensor.  Everything is causal: a member
+learns from the pair (what it saw at t - h, y_t) when y_t arrives, and the
+weights use only forecasts whose targets have arrived.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import checkpoint, planning
+from .checkpoint import CheckpointError
+from .mixture import (Hedge, LastValue, LinearRLS, RNNMember, RunningStats, Seasonal,
+                      clip_losses, member_losses)
+from .model import OnlineRNN, _check_values, _checkpoint_spec
+
+__all__ = ["AutoForecaster", "NotThisKind"]
+
+
+class NotThisKind(CheckpointError):
+    """A valid checkpoint of another kind (a single model's)."""
+
+#: hidden sizes tried for the RNN members, largest first, when budgets are given
+RNN_SIZES = (32, 24, 16, 12, 8, 4)
+DEFAULT_HIDDEN = 16
+RNN_LRS = (3e-4, 1e-3, 3e-3)          # a 10x span
+LAGS = (4, 16)
+_KIND = "rtrl_edge.AutoForecaster"
+
+
+class _Context:
+    """What every member sees at one step (no allocation: reused)."""
+    __slots__ = ("t", "x", "y", "y_ago", "has_y", "learn", "x_stats", "y_stats",
+                 "forecasts")
+
+
+def _check_vector(value, width: int, name: str) -> np.ndarray:
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array of shape ({width},), got "
+                         f"{type(value).__name__}") from None
+    if v.ndim == 0 and width == 1:
+        v = v.reshape(1)
+    if v.shape != (width,):
+        raise ValueError(f"{name} must have shape ({width},), got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf); expected shape ({width},)")
+    return v
+
+
+class AutoForecaster:
+    """A mixture of forecasters with no hyper-parameters to tune (module doc).
+
+    Build it with `rtrl_edge.Forecaster.auto`; call `update(x_t, y_t)` once
+    per sample, in order, to get the forecast of y_{t+h}.
+
+    Parameters
+    ----------
+    n_in, n_out, horizon : int
+        Input width, target width, forecast horizon h >= 1 (samples).
+    seed : int
+        Seed of the RNN members' initialisation.
+    hidden : int
+        Hidden units of each RNN member (`Forecaster.auto` picks it from the
+        budgets).
+    """
+
+    def __init__(self, n_in: int, n_out: int, horizon: int, *, seed: int = 0,
+                 hidden: int = DEFAULT_HIDDEN, rnn: bool = True):
+        for name, v in (("n_in", n_in), ("n_out", n_out), ("horizon", horizon),
+                        ("hidden", hidden)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.n_in, self.n_out, self.horizon = int(n_in), int(n_out), int(horizon)
+        self.seed, self.hidden, self.rnn = int(seed), int(hidden), bool(rnn)
+        h, no = self.horizon, self.n_out
+        self.members: List = [LastValue(no)]
+        self.names: List[str] = ["last value"]
+        for lags in LAGS:
+            self.members.append(LinearRLS(self.n_in, no, h, lags))
+            self.names.append(f"linear RLS, {lags} lags")
+        self.members.append(Seasonal(no, h))
+        self.names.append("seasonal")
+        linear = 1                               # the short linear member
+        if self.rnn:
+            width = 2 * no + self.n_in           # [base, y, x]
+            for i, lr in enumerate(RNN_LRS):
+                self.members.append(RNNMember(self._net(width, lr, i), h))
+                self.names.append(f"RNN {self.hidden}, lr {lr:g}")
+            self.members.append(RNNMember(self._net(width, RNN_LRS[1], len(RNN_LRS)), h,
+                                              base=linear))
+            self.names.append(f"RNN {self.hidden} on the linear residual, lr {RNN_LRS[1]:g}")
+        k = len(self.members)
+        self.hedge = Hedge(k, self.horizon)
+        self.x_stats, self.y_stats = RunningStats(self.n_in), RunningStats(no)
+        self.change2 = RunningStats(no)          # of (y_t - y_{t-h})^2: the loss scale
+        self._forecasts = np.zeros((k, no))
+        self._pending = np.zeros((h, k, no))     # forecasts made at t-h ... t-1
+        self._valid = np.zeros(h, dtype=bool)
+        self._y_ring = np.zeros((h, no))         # y_{t-h} ... y_{t-1}
+        self._y_known = np.zeros(h, dtype=bool)
+        self._last_y = np.zeros(no)
+        self._losses = np.zeros(k)
+        self._out = np.zeros(no)
+        self.counters = dict(samples=0, learned=0, scored=0, nonfinite_members=0,
+                             rejected=0)
+        self._ctx = _Context()
+        self._ctx.x_stats, self._ctx.y_stats = self.x_stats, self.y_stats
+        self._ctx.forecasts = self._forecasts
+
+    def _net(self, width: int, lr: float, index: int) -> OnlineRNN:
+        return OnlineRNN(width, self.hidden, self.n_out, learner="rtrl", optimizer="adam",
+                         lr=lr, clip=1.0, normalize=True, seed=self.seed * 16 + index,
+                         init="uniform")
+
+    # -- per sample ----------------------------------------------------------
+
+    def update(self, x, y=None) -> np.ndarray:
+        """Take the sample of time t -- inputs `x` (n_in,) and, if known, the
+        target `y` (n_out,) -- learn from what has arrived, and return the
+        forecast of y_{t+h} (a new float64 array).
+
+        Raises ValueError, changing nothing, for a bad x or y."""
+        try:
+            x = _check_vector(x, self.n_in, "x")
+            if y is not None:
+                y = _check_vector(y, self.n_out, "y")
+        except ValueError:
+            self.counters["rejected"] += 1
+            raise
+        t, h = self.counters["samples"], self.horizon
+        slot = t % h
+        has_y = y is not None
+        y_now = y if has_y else self._last_y
+        ctx = self._ctx
+        ctx.t, ctx.x, ctx.y, ctx.has_y = t, x, y_now, has_y
+        ctx.y_ago = self._y_ring[slot]
+        ctx.learn = has_y and t >= h and bool(self._y_known[slot])
+        # score once the loss scale rests on a few changes over the horizon
+        if has_y and t >= h and self._valid[slot] and self.change2.count[0] >= 8:
+            member_losses(self._pending[slot], y, np.maximum(self.change2.mean, 1e-12),
+                          self._losses)
+            clip_losses(self._losses)
+            self.hedge.observe(self._losses)
+            self.counters["scored"] += 1
+        if ctx.learn:
+            d = y - ctx.y_ago
+            self.change2.update(d * d)
+            self.counters["learned"] += 1
+        self.x_stats.update(x)
+        if has_y:
+            self.y_stats.update(y)
+        F = self._forecasts
+        for i, member in enumerate(self.members):
+            member.step(ctx, F[i])
+        bad = ~np.isfinite(F).all(axis=1)
+        if bad.any():                        # a diverging member never reaches the output
+            F[bad] = y_now
+            self.counters["nonfinite_members"] += int(bad.sum())
+        self.hedge.combine(F, self._out)
+        self._pending[slot] = F
+        self._valid[slot] = True
+        self._y_ring[slot] = y_now
+        self._y_known[slot] = has_y
+        if has_y:
+            self._last_y[...] = y
+        self.counters["samples"] = t + 1
+        return self._out.copy()
+
+    def reset(self) -> None:
+        """A break in the stream: forget pending forecasts, windows and RNN
+        states; what was learnt (weights, statistics) is kept."""
+        self._valid[...] = False
+        self._y_known[...] = False
+        for m in self.members:
+            if isinstance(m, RNNMember):
+                m.fc.reset()
+            elif isinstance(m, LinearRLS):
+                m.lag[...] = 0.0
+
+    # -- what OnlineLoop asks of any forecaster -----------------------------------
+
+    @property
+    def last_loss(self) -> float:
+        """The weighted mean of the members' normalised losses on the latest
+        target (1: as bad as the last value on average)."""
+        w = self.hedge.weights
+        return float(w @ self._losses) if self.counters["scored"] else float("nan")
+
+    @property
+    def divergence_recoveries(self) -> int:
+        """Blow-ups the RNN members' divergence guards undid."""
+        return sum(m.net.stats["divergence_recoveries"] for m in self.members
+                   if isinstance(m, RNNMember))
+
+    # -- reporting -------------------------------------------------------------
+
+    @property
+    def weights(self) -> Dict[str, float]:
+        """Each member's weight in the forecast, by name."""
+        return dict(zip(self.names, (float(w) for w in self.hedge.weights)))
+
+    @property
+    def stats(self) -> Dict[str, object]:
+        """Counters, and per member its weight and recent normalised error
+        (mean squared error over roughly the last 100 targets, divided by
+        the mean squared change over the horizon: the last value scores about
+        1, lower is better)."""
+        out = dict(self.counters)
+        out["divergence_recoveries"] = self.divergence_recoveries
+        out["members"] = {name: dict(weight=float(w), recent_error=float(e))
+                          for name, w, e in zip(self.names, self.hedge.weights,
+                                                self.hedge.recent)}
+        out["memory_bytes"] = self.memory_bytes
+        return out
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of every preallocated buffer: the RNN members' arenas and
+        every array of the mixture and the other members."""
+        total = sum(m.net.memory_bytes + m.fc._x.nbytes + m._u.nbytes
+                    for m in self.members if isinstance(m, RNNMember))
+        total += sum(a.nbytes for a in self._arrays().values())
+        return int(total)
+
+    def _arrays(self) -> Dict[str, np.ndarray]:
+        """Every array of the mixture and its non-RNN members (live)."""
+        arrays = {"pending": self._pending, "valid": self._valid, "y_ring": self._y_ring,
+                  "y_known": self._y_known, "last_y": self._last_y,
+                  "forecasts": self._forecasts, "losses": self._losses, "out": self._out}
+        arrays.update({"hedge_" + k: getattr(self.hedge, k)
+                       for k in ("loss", "recent", "weights", "scored")})
+        for prefix, st in (("xs_", self.x_stats), ("ys_", self.y_stats),
+                           ("ch_", self.change2)):
+            arrays.update({prefix + k: getattr(st, k) for k in ("mean", "var", "count")})
+        for i, m in enumerate(self.members):
+            if isinstance(m, LinearRLS):
+                arrays.update({f"m{i}_{k}": getattr(m, k) for k in
+                               ("P", "W", "phi_ring", "lag", "seen", "_Px", "_outer", "_phi")})
+            elif isinstance(m, Seasonal):
+                arrays.update({f"m{i}_{k}": getattr(m, k) for k in
+                               ("ring", "seen", "period", "_acc")})
+        return arrays
+
+    # -- persistence -------------------------------------------------------------
+
+    _SAVED = ("pending", "valid", "y_ring", "y_known", "last_y")
+
+    def state(self) -> Dict[str, np.ndarray]:
+        """Copies of everything mutable, as arrays (models excluded: see
+        `save`)."""
+        arrays = {k: np.array(v) for k, v in self._arrays().items()
+                  if not k.startswith("m") or not k.split("_", 1)[1].startswith("_")}
+        for k in ("forecasts", "losses", "out"):
+            arrays.pop(k)
+        arrays["counters"] = np.array([self.counters[k] for k in sorted(self.counters)],
+                                      np.int64)
+        for i, m in enumerate(self.members):
+            if isinstance(m, RNNMember):
+                arrays.update({f"r{i}_{k}": v for k, v in m.state("").items()})
+        return arrays
+
+    def restore(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Continue from `state()` arrays of an identically built forecaster.
+        Raises ValueError, changing nothing, if any is missing or has another
+        shape or dtype."""
+        current = self.state()
+        for k, v in current.items():
+            a = arrays.get(k)
+            if a is None or np.shape(a) != v.shape or np.asarray(a).dtype != v.dtype:
+                raise ValueError(f"the saved auto forecaster does not match this one "
+                                 f"({k!r}: {None if a is None else np.shape(a)}, expected "
+                                 f"{v.shape})")
+            if v.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"the saved auto forecaster holds non-finite {k!r}")
+        live = self._arrays()
+        for k in current:
+            if k in live:
+                live[k][...] = arrays[k]
+        self.counters.update(zip(sorted(self.counters), (int(v) for v in arrays["counters"])))
+        for i, m in enumerate(self.members):
+            if isinstance(m, RNNMember):
+                m.restore(arrays, f"r{i}_")
+
+    def _config(self) -> dict:
+        return dict(kind=_KIND, n_in=self.n_in, n_out=self.n_out, horizon=self.horizon,
+                    seed=self.seed, hidden=self.hidden, rnn=self.rnn)
+
+    def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None, *,
+             key: Optional[bytes] = None) -> None:
+        """The whole forecaster -- every member's model and state, the
+        mixture's weights, windows and pending forecasts -- in one atomic,
+        checksummed checkpoint (`rtrl_edge.checkpoint`; with `key`, signed),
+        with `extra` arrays beside it (`load_with_extra` returns them)."""
+        arrays = {"mix:" + k: v for k, v in self.state().items()}
+        arrays.update({checkpoint.EXTRA + k: np.asarray(v) for k, v in (extra or {}).items()})
+        for i, m in enumerate(self.members):
+            if isinstance(m, RNNMember):
+                for k, v in m.net._state_arrays().items():
+                    arrays[f"net{i}:{k}"] = v
+        arrays["config"] = np.array(json.dumps(self._config(), sort_keys=True))
+        checkpoint.write(path, arrays, key=key)
+
+    @classmethod
+    def load(cls, path, *, key: Optional[bytes] = None) -> "AutoForecaster":
+        """Read a forecaster written by `save`: validated like every
+        checkpoint (FileNotFoundError or CheckpointError, never another
+        exception), then rebuilt and restored exactly."""
+        return cls.load_with_extra(path, key=key)[0]
+
+    @classmethod
+    def load_with_extra(cls, path, *, key: Optional[bytes] = None):
+        """(forecaster, extra arrays) of a checkpoint written by `save`."""
+        where = repr(os.fspath(path))
+        built = {}
+
+        def spec(config, file_size, load):
+            if config.get("kind") != _KIND:
+                raise NotThisKind(f"{where} is not an AutoForecaster checkpoint")
+            try:
+                fc = cls(config["n_in"], config["n_out"], config["horizon"],
+                         seed=config["seed"], hidden=config["hidden"], rnn=config["rnn"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{where} holds an invalid configuration: {exc}") \
+                    from None
+            if fc.memory_bytes > 4 * file_size + (1 << 20):
+                raise CheckpointError(f"{where} claims a forecaster larger than the file")
+            out = {"mix:" + k: (v.dtype.str, v.shape) for k, v in fc.state().items()}
+            for i, m in enumerate(fc.members):
+                if not isinstance(m, RNNMember):
+                    continue
+                prefix = f"net{i}:"
+                cfg = json.loads(json.dumps(dict(m.net.config, rec_mask=False)))
+                load(prefix + "config", "<U%d" % len(json.dumps(cfg, sort_keys=True)), ())
+
+                def prefixed(name, dtype, shape, max_items=None, _p=prefix):
+                    return load(_p + name, dtype, shape, max_items)
+                _, _, net_spec = _checkpoint_spec(cfg, file_size, prefixed, where)
+                out.update({prefix + k: v for k, v in net_spec.items()})
+            built["fc"] = fc
+            return out
+
+        arrays = checkpoint.read(path, spec, key=key)
+        fc = built["fc"]
+        for i, m in enumerate(fc.members):
+            if not isinstance(m, RNNMember):
+                continue
+            prefix = f"net{i}:"
+            sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            stored = json.loads(str(sub["config"]))
+            if stored != json.loads(json.dumps(dict(m.net.config, rec_mask=False))):
+                raise CheckpointError(f"{where}: member {i}'s model configuration does not "
+                                      f"match the forecaster's")
+            _check_values(sub, where)
+            m.net._restore(sub)
+        try:
+            fc.restore({k[4:]: v for k, v in arrays.items() if k.startswith("mix:")})
+        except ValueError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        extra = {k[len(checkpoint.EXTRA):]: v for k, v in arrays.items()
+                 if k.startswith(checkpoint.EXTRA)}
+        return fc, extra
+
+    def __repr__(self) -> str:
+        return (f"AutoForecaster(n_in={self.n_in}, n_out={self.n_out}, "
+                f"horizon={self.horizon}, members={len(self.members)}, "
+                f"memory_bytes={self.memory_bytes:,})")
+
+
+def build(n_in: int, n_out: int, horizon: int, *, seed: int = 0,
+          memory_bytes: Optional[int] = None, step_us: Optional[float] = None
+          ) -> AutoForecaster:
+    """`Forecaster.auto`: the largest RNN members that fit the budgets (the
+    mixture without RNN members if none fits; ValueError if not even that)."""
+    if memory_bytes is None and step_us is None:
+        return AutoForecaster(n_in, n_out, horizon, seed=seed)
+    for v, name in ((memory_bytes, "memory_bytes"), (step_us, "step_us")):
+        if v is not None and (isinstance(v, bool) or not v > 0):
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+    base = AutoForecaster(n_in, n_out, horizon, seed=seed, rnn=False)
+    base_us = _measure_us(base) if step_us is not None else 0.0
+    width = 2 * n_out + n_in
+    members = len(RNN_LRS) + 1
+    for n in RNN_SIZES:
+        mem = base.memory_bytes + members * (
+            planning.memory_bytes(width, n, n_out, learner="rtrl", optimizer="adam")
+            + 4 * 2 * horizon * width + 8 * width)
+        if memory_bytes is not None and mem > memory_bytes:
+            continue
+        if step_us is not None:
+            per = _rnn_step_us(width, n, n_out, horizon)
+            if base_us + members * per > step_us:
+                continue
+        return AutoForecaster(n_in, n_out, horizon, seed=seed, hidden=n)
+    if (memory_bytes is None or base.memory_bytes <= memory_bytes) and \
+            (step_us is None or base_us <= step_us):
+        return base
+    raise ValueError(f"nothing fits: the mixture without RNN members alone needs "
+                     f"{base.memory_bytes:,} bytes and about {base_us:.0f} us per step")
+
+
+def estimate_bytes(n_in: int, n_out: int, horizon: int, hidden: int = DEFAULT_HIDDEN) -> int:
+    """Bytes an AutoForecaster of this shape allocates, computed without
+    building it (`plan`'s formulas for the RNN members; within a few hundred
+    bytes of `memory_bytes`)."""
+    width = 2 * n_out + n_in
+    rnn = (len(RNN_LRS) + 1) * (
+        planning.memory_bytes(width, hidden, n_out, learner="rtrl", optimizer="adam")
+        + 4 * (2 * horizon * width + n_out) + 8 * width)
+    linear = sum(LinearRLS.bytes_for(n_in, n_out, horizon, lags) for lags in LAGS)
+    k = 4 + len(RNN_LRS) + 1
+    mixture = 8 * (horizon * k * n_out + 2 * horizon * n_out + 4 * k + 6 * (n_in + n_out))
+    return rnn + linear + Seasonal.bytes_for(n_out) + mixture
+
+
+def _measure_us(fc: AutoForecaster, steps: int = 60) -> float:
+    """Median us of `fc.update` on a synthetic stream, in a scratch copy."""
+    scratch = AutoForecaster(fc.n_in, fc.n_out, fc.horizon, seed=fc.seed, hidden=fc.hidden,
+                             rnn=fc.rnn)
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((steps, fc.n_in))
+    ys = rng.standard_normal((steps, fc.n_out))
+    times = []
+    for x, y in zip(xs, ys):
+        t0 = time.perf_counter_ns()
+        scratch.update(x, y)
+        times.append(time.perf_counter_ns() - t0)
+    return float(np.median(times[steps // 3:])) / 1e3
+
+
+def _rnn_step_us(width: int, n: int, n_out: int, horizon: int) -> float:
+    """Predicted us of one RNN member per sample: a learning step plus the
+    forecast's h forward steps, from `plan`'s cost model on this machine."""
+    a, b = planning.calibrate("rtrl", "elman", width, n_out, optimizer="adam")
+    step = a + b * planning.work(width, n, n_out, learner="rtrl", cell="elman")
+    forward = n * (n + width + 1) * 2e-3 * horizon      # ~0.5 ns per multiply-add
+    return step + forward + 15.0                        # + the Python wrapper

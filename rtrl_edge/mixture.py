@@ -1,0 +1,362 @@
+"""Forecasters combined online, and the members they combine (DESIGN §3.11).
+
+Every member forecasts the target h samples ahead at every sample; when the
+target of a forecast arrives, each member's loss is known, and `Hedge`
+weights the members by their recent losses:
+
+    loss_i,t = sum_c (f_i,c - y_c)^2 / sum_c s_c^2     (s_c^2: running mean of
+                                                        the h-sample change^2)
+    L_i     <- lam * L_i + loss_i,t                     (lam = 1 - 1/WINDOW)
+    w_i      = exp(-ETA * (L_i - min_j L_j)) / sum ...
+
+The loss is normalised by what repeating the last value costs on average, so
+that one ETA works in any units; the forgetting factor lets the weights
+follow the best member as it changes (a member that learns overtakes the
+linear ones; a member that diverges loses its weight within a few dozen
+targets).  With lam = 1 the rule has regret O(sqrt(T log K)) to the best
+member; here it tracks the best one over roughly the last WINDOW targets.
+
+Members (all causal: each learns from the pair (what it saw at t - h, the
+target of t) only when that target arrives):
+
+  LastValue      y_t: doing nothing, the floor every forecast is held to.
+  LinearRLS      recursive least squares on a lag window, predicting the
+                 change over the horizon; forgetting with a bounded
+                 covariance (plain exponential forgetting blows up when the
+                 inputs barely vary).
+  Seasonal       y_t plus the average change over the horizon one, two and
+                 three periods ago, once a period is detected by
+                 autocorrelation of the recent changes (y_t until then).
+  RNN            an `OnlineRNN` through a `Forecaster` learning the change
+                 from a base forecast: the last value, or a linear member's
+                 forecast (the RNN then learns what the linear model misses).
+
+All state is preallocated at construction; a step allocates only numpy's
+small temporaries.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from .forecast import Forecaster
+from .model import OnlineRNN
+
+__all__ = ["Hedge", "LastValue", "LinearRLS", "Seasonal", "RNNMember", "RunningStats"]
+
+
+class RunningStats:
+    """Per-channel running mean and variance: exact for the first `window`
+    samples, exponentially forgetting afterwards (as the model's normaliser)."""
+
+    def __init__(self, width: int, window: int = 10_000):
+        self.mean = np.zeros(width)
+        self.var = np.zeros(width)
+        self.count = np.zeros(1)
+        self.window = window
+
+    def update(self, v: np.ndarray) -> None:
+        self.count[0] += 1
+        a = 1.0 / min(self.count[0], self.window)
+        d = v - self.mean
+        self.mean += a * d
+        self.var *= 1.0 - a
+        self.var += (1.0 - a) * a * d * d
+
+    def std(self, floor: float = 1e-12) -> np.ndarray:
+        return np.sqrt(self.var + floor)
+
+    def state(self, prefix: str) -> Dict[str, np.ndarray]:
+        return {prefix + "mean": self.mean.copy(), prefix + "var": self.var.copy(),
+                prefix + "count": self.count.copy()}
+
+    def restore(self, arrays, prefix: str) -> None:
+        self.mean[...] = arrays[prefix + "mean"]
+        self.var[...] = arrays[prefix + "var"]
+        self.count[...] = arrays[prefix + "count"]
+
+
+class Hedge:
+    """Exponentially weighted average of K forecasts with forgetting (module
+    doc).  ``ETA`` and ``WINDOW`` are fixed: nothing to tune per signal."""
+
+    ETA = 2.0
+    WINDOW = 100           # targets, at least; 20 h for a horizon h (see observe)
+
+    def __init__(self, k: int, horizon: int = 1):
+        # The errors of forecasts h steps ahead overlap over h samples, so
+        # they carry about 1/h of the evidence each: the window grows with h.
+        self.window = max(self.WINDOW, 20 * horizon)
+        self.loss = np.zeros(k)          # discounted cumulative normalised loss
+        self.recent = np.zeros(k)        # EMA of the normalised loss (for stats)
+        self.weights = np.full(k, 1.0 / k)
+        self.scored = np.zeros(1)
+
+    def observe(self, losses: np.ndarray) -> None:
+        lam = 1.0 - 1.0 / self.window
+        self.loss *= lam
+        self.loss += losses
+        a = 1.0 / min(self.scored[0] + 1.0, self.window)
+        self.recent += a * (losses - self.recent)
+        self.scored[0] += 1
+        z = -self.ETA * (self.loss - self.loss.min())
+        np.exp(z, out=self.weights)
+        self.weights /= self.weights.sum()
+
+    def combine(self, forecasts: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.dot(self.weights, forecasts, out=out)
+        return out
+
+    def state(self) -> Dict[str, np.ndarray]:
+        return {"hedge_loss": self.loss.copy(), "hedge_recent": self.recent.copy(),
+                "hedge_weights": self.weights.copy(), "hedge_scored": self.scored.copy()}
+
+    def restore(self, arrays) -> None:
+        self.loss[...] = arrays["hedge_loss"]
+        self.recent[...] = arrays["hedge_recent"]
+        self.weights[...] = arrays["hedge_weights"]
+        self.scored[...] = arrays["hedge_scored"]
+
+
+class LastValue:
+    """The forecast of y_{t+h} is y_t."""
+
+    kind = "last value"
+
+    def __init__(self, n_out: int):
+        self.n_out = n_out
+
+    def step(self, ctx, out: np.ndarray) -> None:
+        out[...] = ctx.y
+
+    def state(self, prefix):
+        return {}
+
+    def restore(self, arrays, prefix):
+        pass
+
+    @staticmethod
+    def bytes_for(**_) -> int:
+        return 0
+
+
+class LinearRLS:
+    """Recursive least squares on the features
+    ``[y_t, x_t, x_{t-1}, ..., x_{t-L+1}, 1]`` (each standardised by running
+    statistics), predicting the change ``(y_{t+h} - y_t) / s_y``.
+
+    Forgetting factor ``LAMBDA`` (memory ~1,000 samples) with the covariance
+    P bounded: when trace(P) exceeds its initial value F / RIDGE it is scaled
+    back, which keeps the gain finite when the inputs stop varying (plain
+    forgetting divides P by LAMBDA at every step and blows up then)."""
+
+    kind = "linear (RLS)"
+    LAMBDA = 0.999
+    RIDGE = 1e-2
+
+    def __init__(self, n_in: int, n_out: int, horizon: int, lags: int):
+        self.n_in, self.n_out, self.h, self.lags = n_in, n_out, horizon, lags
+        f = self.n_features = n_out + n_in * lags + 1
+        self.P = np.eye(f) / self.RIDGE
+        self.W = np.zeros((f, n_out))
+        self.phi_ring = np.zeros((horizon, f))     # features at t-h ... t-1
+        self.lag = np.zeros((lags, n_in))          # standardised x_t ... x_{t-L+1}
+        self.seen = np.zeros(1)
+        self._Px = np.zeros(f)
+        self._outer = np.zeros((f, f))
+        self._phi = np.zeros(f)
+
+    @staticmethod
+    def bytes_for(n_in, n_out, horizon, lags) -> int:
+        f = n_out + n_in * lags + 1
+        return 8 * (2 * f * f + f * n_out + horizon * f + lags * n_in + 2 * f + 1)
+
+    def step(self, ctx, out: np.ndarray) -> None:
+        """Learn from the pair of t-h (if its target arrived), then forecast."""
+        slot = ctx.t % self.h
+        sx, sy = ctx.x_stats, ctx.y_stats
+        if ctx.learn:
+            phi = self.phi_ring[slot]
+            target = (ctx.y - ctx.y_ago) / sy.std()
+            self._update(phi, target)
+        # features of now
+        self.lag[1:] = self.lag[:-1]
+        self.lag[0] = (ctx.x - sx.mean) / sx.std()
+        phi = self._phi
+        no = self.n_out
+        phi[:no] = (ctx.y - sy.mean) / sy.std()
+        phi[no:-1] = self.lag.reshape(-1)
+        phi[-1] = 1.0
+        self.phi_ring[slot] = phi
+        np.dot(phi, self.W, out=out)
+        out *= sy.std()
+        out += ctx.y
+        self.seen[0] += 1
+
+    def _update(self, phi, target) -> None:
+        P, Px = self.P, self._Px
+        np.dot(P, phi, out=Px)
+        denom = self.LAMBDA + phi @ Px
+        if not denom > 0 or not np.isfinite(denom):
+            return
+        err = target - phi @ self.W
+        self.W += np.outer(Px / denom, err)
+        np.outer(Px, Px, out=self._outer)
+        self._outer /= denom
+        P -= self._outer
+        P /= self.LAMBDA
+        bound = self.n_features / self.RIDGE
+        tr = np.trace(P)
+        if tr > bound:
+            P *= bound / tr
+        if not np.isfinite(tr):          # cannot happen with the bound; never poison
+            P[...] = np.eye(self.n_features) / self.RIDGE
+
+    def state(self, prefix):
+        return {prefix + k: getattr(self, k).copy() for k in ("P", "W", "phi_ring", "lag", "seen")}
+
+    def restore(self, arrays, prefix):
+        for k in ("P", "W", "phi_ring", "lag", "seen"):
+            getattr(self, k)[...] = arrays[prefix + k]
+
+
+class Seasonal:
+    """``y_t`` plus the mean change over the horizon one, two and three
+    periods ago.  The period is re-detected every ``EVERY`` samples from the
+    autocorrelation of the last ``memory`` one-sample changes of the first
+    target channel (periods from 2 to memory/4 samples); a peak above
+    ``MIN_CORR`` sets it.  Until then (or when none is found) it forecasts
+    ``y_t`` like the last value."""
+
+    kind = "seasonal"
+    EVERY = 64
+    MIN_CORR = 0.5
+    REPEATS = 3
+
+    def __init__(self, n_out: int, horizon: int, memory: int = 1024):
+        self.n_out, self.h, self.memory = n_out, horizon, memory
+        self.ring = np.zeros((memory, n_out))      # y, oldest overwritten
+        self.seen = np.zeros(1)
+        self.period = np.zeros(1)                  # 0: none detected
+        self._acc = np.zeros(n_out)
+
+    @staticmethod
+    def bytes_for(n_out, memory=1024, **_) -> int:
+        return 8 * (memory * n_out + 2)
+
+    def _y(self, ago: int) -> np.ndarray:
+        return self.ring[(int(self.seen[0]) - 1 - ago) % self.memory]
+
+    def step(self, ctx, out: np.ndarray) -> None:
+        self.ring[int(self.seen[0]) % self.memory] = ctx.y
+        self.seen[0] += 1
+        n = int(self.seen[0])
+        if n % self.EVERY == 0 and n >= self.memory // 2:
+            self._detect(min(n, self.memory))
+        out[...] = ctx.y
+        p, h, held = int(self.period[0]), self.h, min(n, self.memory)
+        if p == 0:
+            return
+        acc, used = self._acc, 0
+        acc[...] = 0.0
+        first = max(1, -(-h // p))           # y_{t+h-kP} must be in the past
+        for k in range(first, first + self.REPEATS):
+            if k * p >= held:
+                break
+            acc += self._y(k * p - h)
+            acc -= self._y(k * p)
+            used += 1
+        if used:
+            acc /= used
+            out += acc
+
+    def _detect(self, count: int) -> None:
+        start = int(self.seen[0]) - count
+        idx = (start + np.arange(count)) % self.memory
+        d = self.ring[idx, 0].copy()
+        ramp = np.arange(count) - (count - 1) / 2.0      # remove the linear trend
+        d -= d.mean() + ramp * (ramp @ d) / (ramp @ ramp)
+        denom = d @ d
+        if not denom > 0:
+            self.period[0] = 0
+            return
+        max_lag = len(d) // 4
+        if max_lag < 3:
+            return
+        spec = np.fft.rfft(d, 2 * len(d))
+        ac = np.fft.irfft(spec * np.conj(spec))[:max_lag + 1] / denom
+        # the first peak after the autocorrelation first turns negative
+        neg = np.flatnonzero(ac[1:] < 0)
+        if len(neg) == 0:
+            self.period[0] = 0
+            return
+        lo = int(neg[0]) + 1
+        top = float(ac[lo:].max()) if lo < len(ac) else 0.0
+        if not top >= self.MIN_CORR:
+            self.period[0] = 0
+            return
+        # the first peak that comes close to the highest (not a multiple of it)
+        i = lo + int(np.flatnonzero(ac[lo:] >= 0.9 * top)[0])
+        while i + 1 < len(ac) and ac[i + 1] > ac[i]:
+            i += 1
+        self.period[0] = i
+
+    def state(self, prefix):
+        return {prefix + "ring": self.ring.copy(), prefix + "seen": self.seen.copy(),
+                prefix + "period": self.period.copy()}
+
+    def restore(self, arrays, prefix):
+        for k in ("ring", "seen", "period"):
+            getattr(self, k)[...] = arrays[prefix + k]
+
+
+class RNNMember:
+    """An `OnlineRNN` behind a `Forecaster` with ``delta=True`` on the input
+    ``[base_t, y_t, x_t]``: it learns ``y_{t+h} - base_t`` and forecasts
+    ``base_t`` plus it, where ``base_t`` is the last value or another
+    member's forecast (`base`: index of that member, None for the last
+    value)."""
+
+    kind = "RNN"
+
+    def __init__(self, net: OnlineRNN, horizon: int, base: Optional[int] = None):
+        self.net, self.base = net, base
+        self.fc = Forecaster(net, horizon, delta=True)
+        n_out = net.n_out
+        self._u = np.zeros(net.n_in, dtype=np.float64)
+        self.n_out = n_out
+
+    def step(self, ctx, out: np.ndarray) -> None:
+        no = self.n_out
+        u = self._u
+        u[:no] = ctx.y if self.base is None else ctx.forecasts[self.base]
+        u[no:2 * no] = ctx.y
+        u[2 * no:] = ctx.x
+        # the Forecaster learns from the target only when one arrived
+        out[...] = self.fc.update(u, ctx.y if ctx.has_y else None)
+
+    def state(self, prefix):
+        return {prefix + k: v for k, v in self.fc.state().items()}
+
+    def restore(self, arrays, prefix):
+        self.fc.restore({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+
+
+def member_losses(forecasts: np.ndarray, y: np.ndarray, scale2: np.ndarray,
+                  out: np.ndarray) -> np.ndarray:
+    """Normalised squared error of each member's forecast (rows) of `y`."""
+    d = forecasts - y
+    np.einsum("kc,kc->k", d, d, out=out)
+    out /= max(float(scale2.sum()), 1e-300)
+    return out
+
+
+def clip_losses(losses: np.ndarray, cap: float = 100.0) -> None:
+    """A member whose forecast is non-finite or absurd gets the cap: one
+    target can cost a member at most 100 times what repeating the last value
+    costs on average, so that an early blunder (or a loss scale estimated
+    from a handful of changes) is forgotten within the window."""
+    bad = ~np.isfinite(losses)
+    losses[bad] = cap
+    np.minimum(losses, cap, out=losses)
