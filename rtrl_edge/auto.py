@@ -343,13 +343,19 @@ class AutoForecaster:
             if config.get("kind") != _KIND:
                 raise NotThisKind(f"{where} is not an AutoForecaster checkpoint")
             try:
-                fc = cls(config["n_in"], config["n_out"], config["horizon"],
-                         seed=config["seed"], hidden=config["hidden"], rnn=config["rnn"])
+                sizes = [config[k] for k in ("n_in", "n_out", "horizon", "hidden")]
+                if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                           for v in sizes):
+                    raise ValueError(f"n_in, n_out, horizon, hidden = {sizes}")
+                # what it would allocate, from the formulas, before building it
+                if estimate_bytes(*sizes) > 4 * file_size + (1 << 20):
+                    raise CheckpointError(f"{where} claims a forecaster larger than the file")
+                fc = cls(*sizes[:3], seed=config["seed"], hidden=sizes[3], rnn=config["rnn"])
             except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, CheckpointError):
+                    raise
                 raise CheckpointError(f"{where} holds an invalid configuration: {exc}") \
                     from None
-            if fc.memory_bytes > 4 * file_size + (1 << 20):
-                raise CheckpointError(f"{where} claims a forecaster larger than the file")
             out = {"mix:" + k: (v.dtype.str, v.shape) for k, v in fc.state().items()}
             for i, m in enumerate(fc.members):
                 if not isinstance(m, RNNMember):

@@ -112,6 +112,24 @@ def test_a_signed_auto_checkpoint_and_forgeries(tmp_path):
         AutoForecaster.load(path, key=key)
 
 
+def test_a_crafted_auto_configuration_is_refused_before_building(tmp_path):
+    import json
+    from rtrl_edge import checkpoint
+    path = tmp_path / "a.npz"
+    Forecaster.auto(1, 1, 2).save(path)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k].copy() for k in f.files}
+    for change in (dict(hidden=10 ** 6), dict(horizon=10 ** 12), dict(n_in="3"),
+                   dict(hidden=True)):
+        cfg = dict(json.loads(str(arrays["config"])), **change)
+        forged = dict(arrays, config=np.array(json.dumps(cfg, sort_keys=True)))
+        forged.pop("checksum")
+        forged.pop("format_version")
+        checkpoint.write(path, forged)
+        with pytest.raises(CheckpointError):
+            AutoForecaster.load(path)
+
+
 def test_a_model_checkpoint_is_not_an_auto_one_and_back(tmp_path):
     OnlineRNN(2, 4, 1).save(tmp_path / "net.npz")
     with pytest.raises(CheckpointError, match="not an AutoForecaster"):
