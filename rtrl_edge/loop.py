@@ -389,12 +389,9 @@ class OnlineLoop:
 
     # -- durability --------------------------------------------------------
 
-    def _state(self) -> Dict[str, np.ndarray]:
-        """The forecaster's state and the loop's (what a checkpoint holds
-        beside the model)."""
-        return dict(self.fc.state(), **self._loop_state())
-
     def _loop_state(self) -> Dict[str, np.ndarray]:
+        """The loop's own state (counters, histogram, scores, channels, the
+        source's position), saved beside the forecaster's by `fc.save`."""
         state = {}
         state["loop_counters"] = np.array([self.counters[k] for k in _COUNTERS], np.int64)
         state["loop_hist"] = self.hist.counts.copy()

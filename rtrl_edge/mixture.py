@@ -32,11 +32,13 @@ target of t) only when that target arrives):
                  forecast (the RNN then learns what the linear model misses).
 
 All state is preallocated at construction; a step allocates only numpy's
-small temporaries.
+small temporaries.  `rtrl_edge.auto.AutoForecaster` owns the members and
+saves their arrays; only an RNN member has a `state`/`restore` of its own
+(its Forecaster's window).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -66,15 +68,6 @@ class RunningStats:
 
     def std(self, floor: float = 1e-12) -> np.ndarray:
         return np.sqrt(self.var + floor)
-
-    def state(self, prefix: str) -> Dict[str, np.ndarray]:
-        return {prefix + "mean": self.mean.copy(), prefix + "var": self.var.copy(),
-                prefix + "count": self.count.copy()}
-
-    def restore(self, arrays, prefix: str) -> None:
-        self.mean[...] = arrays[prefix + "mean"]
-        self.var[...] = arrays[prefix + "var"]
-        self.count[...] = arrays[prefix + "count"]
 
 
 class Hedge:
@@ -108,16 +101,6 @@ class Hedge:
         np.dot(self.weights, forecasts, out=out)
         return out
 
-    def state(self) -> Dict[str, np.ndarray]:
-        return {"hedge_loss": self.loss.copy(), "hedge_recent": self.recent.copy(),
-                "hedge_weights": self.weights.copy(), "hedge_scored": self.scored.copy()}
-
-    def restore(self, arrays) -> None:
-        self.loss[...] = arrays["hedge_loss"]
-        self.recent[...] = arrays["hedge_recent"]
-        self.weights[...] = arrays["hedge_weights"]
-        self.scored[...] = arrays["hedge_scored"]
-
 
 class LastValue:
     """The forecast of y_{t+h} is y_t."""
@@ -129,16 +112,6 @@ class LastValue:
 
     def step(self, ctx, out: np.ndarray) -> None:
         out[...] = ctx.y
-
-    def state(self, prefix):
-        return {}
-
-    def restore(self, arrays, prefix):
-        pass
-
-    @staticmethod
-    def bytes_for(**_) -> int:
-        return 0
 
 
 class LinearRLS:
@@ -212,13 +185,6 @@ class LinearRLS:
             P *= bound / tr
         if not np.isfinite(tr):          # cannot happen with the bound; never poison
             P[...] = np.eye(self.n_features) / self.RIDGE
-
-    def state(self, prefix):
-        return {prefix + k: getattr(self, k).copy() for k in ("P", "W", "phi_ring", "lag", "seen")}
-
-    def restore(self, arrays, prefix):
-        for k in ("P", "W", "phi_ring", "lag", "seen"):
-            getattr(self, k)[...] = arrays[prefix + k]
 
 
 class Seasonal:
@@ -301,14 +267,6 @@ class Seasonal:
         while i + 1 < len(ac) and ac[i + 1] > ac[i]:
             i += 1
         self.period[0] = i
-
-    def state(self, prefix):
-        return {prefix + "ring": self.ring.copy(), prefix + "seen": self.seen.copy(),
-                prefix + "period": self.period.copy()}
-
-    def restore(self, arrays, prefix):
-        for k in ("ring", "seen", "period"):
-            getattr(self, k)[...] = arrays[prefix + k]
 
 
 class RNNMember:
