@@ -8,6 +8,13 @@ against.  The mathematics is DESIGN.md section 3.1 (cell) and 3.2 (exact RTRL)::
     a_t = W z_t,   h_t = tanh(a_t),   yhat_t = W_out h_t + b_out
     L_t = 0.5 * ||yhat_t - y_t||^2,   h_0 = 0
 
+Every function that involves the loss takes ``loss="mse"`` (the default, the
+loss above) or ``loss="softmax"`` (DESIGN 3.9: L_t = -sum_q y_t[q] log
+softmax(yhat_t)[q] for a probability row y_t).  Only the output error
+e_t = dL_t/dyhat_t changes (tests/reference_loss.py); everything after e_t is
+the same.  ``weights`` (T,) multiply L_t and e_t; weight 0 is an unlabelled
+step (the net still runs forward through it).
+
 Parameters are a dict with the public names and shapes::
 
     W_in  (n, m)    W_rec (n, n)    b (n,)    W_out (o, n)    b_out (o,)
@@ -15,15 +22,17 @@ Parameters are a dict with the public names and shapes::
 Functions
 ---------
 forward(params, xs, h0=None)             -> hs (T, n), yhats (T, o)
-total_loss(params, xs, ys, weights=None, h0=None) -> float
-bptt_gradient(params, xs, ys, weights=None, h0=None)  full back-propagation through time
-finite_difference_gradient(params, xs, ys, eps, weights=None, h0=None)
+total_loss(params, xs, ys, weights=None, h0=None, loss="mse") -> float
+bptt_gradient(params, xs, ys, weights=None, h0=None, loss="mse")
+                                         full back-propagation through time
+finite_difference_gradient(params, xs, ys, eps, weights=None, h0=None, loss="mse")
                                          central differences (small nets)
 
 ``h0`` (default 0) is an initial state treated as a constant: the gradient
 does not flow into it (what RTRL computes after its sensitivities restart
 from zero in the middle of a stream).
-online_rtrl_sgd(params, xs, ys, lr)      exact online RTRL with plain SGD, the
+online_rtrl_sgd(params, xs, ys, lr, loss="mse")
+                                         exact online RTRL with plain SGD, the
                                          update applied after every sample
 
 The approximate learners (DESIGN 3.3 - 3.6), each summing its gradient of L_t
@@ -34,6 +43,8 @@ tests/reference_diag.py.
 """
 
 import numpy as np
+
+from reference_loss import output_error
 
 PARAM_NAMES = ("W_in", "W_rec", "b", "W_out", "b_out")
 
@@ -86,17 +97,18 @@ def forward(params, xs, h0=None):
     return hs, yhats
 
 
-def total_loss(params, xs, ys, weights=None, h0=None):
-    """sum_t weights[t] * 0.5 * ||yhat_t - y_t||^2 (weights default to 1)."""
+def total_loss(params, xs, ys, weights=None, h0=None, loss="mse"):
+    """sum_t weights[t] * L_t (weights default to 1); L_t = 0.5 * ||yhat_t - y_t||^2
+    for loss="mse", the cross-entropy of softmax(yhat_t) for loss="softmax"."""
     xs, ys = _sequences(params, xs, ys)
     _, yhats = forward(params, xs, h0)
-    per_step = 0.5 * np.sum((yhats - ys) ** 2, axis=1)
+    per_step = np.array([output_error(yhats[t], ys[t], loss)[0] for t in range(len(xs))])
     if weights is not None:
         per_step = per_step * np.asarray(weights, dtype=np.float64)
     return float(np.sum(per_step))
 
 
-def bptt_gradient(params, xs, ys, weights=None, h0=None):
+def bptt_gradient(params, xs, ys, weights=None, h0=None, loss="mse"):
     """Gradient of total_loss by back-propagation through time, in float64.
 
     ``weights`` (T,) optionally weights each step's loss; weight 0 means "no
@@ -118,7 +130,7 @@ def bptt_gradient(params, xs, ys, weights=None, h0=None):
     for t in reversed(range(T)):
         h_t = hs[t]
         h_prev = hs[t - 1] if t > 0 else h_start
-        e = weights[t] * (yhats[t] - ys[t])  # dLoss / dyhat_t
+        e = weights[t] * output_error(yhats[t], ys[t], loss)[1]  # dLoss / dyhat_t
         grad["W_out"] += np.outer(e, h_t)
         grad["b_out"] += e
         dh = p["W_out"].T @ e + dh_from_future  # dLoss / dh_t
@@ -130,7 +142,7 @@ def bptt_gradient(params, xs, ys, weights=None, h0=None):
     return grad
 
 
-def finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None, h0=None):
+def finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None, h0=None, loss="mse"):
     """Central finite differences of total_loss, one parameter at a time (float64).
 
     Cost: 2 forward passes per parameter entry, so keep the net small.
@@ -144,16 +156,16 @@ def finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None, h0=None):
         for i in range(flat_param.size):
             saved = flat_param[i]
             flat_param[i] = saved + eps
-            loss_plus = total_loss(p, xs, ys, weights, h0)
+            loss_plus = total_loss(p, xs, ys, weights, h0, loss)
             flat_param[i] = saved - eps
-            loss_minus = total_loss(p, xs, ys, weights, h0)
+            loss_minus = total_loss(p, xs, ys, weights, h0, loss)
             flat_param[i] = saved
             flat_grad[i] = (loss_plus - loss_minus) / (2.0 * eps)
         grad[name] = g
     return grad
 
 
-def online_rtrl_sgd(params, xs, ys, lr):
+def online_rtrl_sgd(params, xs, ys, lr, loss="mse"):
     """Exact online RTRL (DESIGN 3.2) with plain SGD, updating after every sample.
 
     At step t: z_t from h_{t-1} and x_t; a_t, h_t with the current weights;
@@ -181,7 +193,7 @@ def online_rtrl_sgd(params, xs, ys, lr):
         P *= dphi[:, None, None]
         yhat = p["W_out"] @ h + p["b_out"]
         yhats[t] = yhat
-        e = yhat - ys[t]
+        e = output_error(yhat, ys[t], loss)[1]
         c = p["W_out"].T @ e
         gW = np.einsum("k,kij->ij", c, P)
         g = {
@@ -211,11 +223,16 @@ def relative_error(g, g_ref):
 # the parameters held fixed, from h_0 = 0.  The readout parts (W_out, b_out)
 # are exact for every learner: sum_t weights[t] * e_t h_t^T and e_t.
 #
-# truncated_bptt_step_gradient(params, xs, ys, t, k)   dL_t/dtheta through <= k steps
-# truncated_bptt_gradient(params, xs, ys, k, weights=None)  sum over t of the above
-# snap1_gradient(params, xs, ys, weights=None, rec_mask=None)    SnAp-1 (DESIGN 3.3)
-# snap2_gradient(params, xs, ys, rec_mask=None, weights=None)    SnAp-2 (DESIGN 3.4)
-# uoro_gradient(params, xs, ys, rng, eps=1e-7)                   one UORO draw (DESIGN 3.5)
+# truncated_bptt_step_gradient(params, xs, ys, t, k, loss="mse")
+#                                      dL_t/dtheta through <= k steps
+# truncated_bptt_gradient(params, xs, ys, k, weights=None, loss="mse")
+#                                      sum over t of the above
+# snap1_gradient(params, xs, ys, weights=None, rec_mask=None, loss="mse")   SnAp-1 (3.3)
+# snap2_gradient(params, xs, ys, rec_mask=None, weights=None, loss="mse")   SnAp-2 (3.4)
+# uoro_gradient(params, xs, ys, rng, eps=1e-7, weights=None, loss="mse")
+#                                      one UORO draw (DESIGN 3.5)
+#
+# ``loss`` ("mse" or "softmax") only changes e_t (tests/reference_loss.py).
 #
 # ``rec_mask`` (n, n) bool has W_rec's orientation: rec_mask[k, l] is True when
 # W_rec[k, l] (unit l -> unit k) is a trainable, non-zero connection.  The
@@ -223,7 +240,7 @@ def relative_error(g, g_ref):
 # ---------------------------------------------------------------------------
 
 
-def _readout_and_split(p, gW, hs, yhats, ys, weights):
+def _readout_and_split(p, gW, hs, yhats, ys, weights, loss="mse"):
     """Assemble the gradient dict from the (n, n+m+1) W-part and the exact readout."""
     n = p["W_rec"].shape[0]
     m = p["W_in"].shape[1]
@@ -235,7 +252,7 @@ def _readout_and_split(p, gW, hs, yhats, ys, weights):
         "b_out": np.zeros_like(p["b_out"]),
     }
     for t in range(len(hs)):
-        e = weights[t] * (yhats[t] - ys[t])
+        e = weights[t] * output_error(yhats[t], ys[t], loss)[1]
         grad["W_out"] += np.outer(e, hs[t])
         grad["b_out"] += e
     return grad
@@ -245,7 +262,7 @@ def _weights_or_ones(weights, T):
     return np.ones(T) if weights is None else np.asarray(weights, dtype=np.float64)
 
 
-def truncated_bptt_step_gradient(params, xs, ys, t, k):
+def truncated_bptt_step_gradient(params, xs, ys, t, k, loss="mse"):
     """Gradient of L_t alone, back-propagated through at most k steps (DESIGN 3.6).
 
     ``t`` is 1-based: t = 1 is the first step (h_1 from h_0 = 0 and x_1 = xs[0]),
@@ -262,7 +279,7 @@ def truncated_bptt_step_gradient(params, xs, ys, t, k):
     n = p["W_rec"].shape[0]
     hs, yhats = forward(p, xs)
     grad = {name: np.zeros_like(p[name]) for name in PARAM_NAMES}
-    e = yhats[t - 1] - ys[t - 1]
+    e = output_error(yhats[t - 1], ys[t - 1], loss)[1]
     grad["W_out"] += np.outer(e, hs[t - 1])
     grad["b_out"] += e
     dh = p["W_out"].T @ e                       # dL_t / dh_s, starting at s = t
@@ -278,7 +295,7 @@ def truncated_bptt_step_gradient(params, xs, ys, t, k):
     return grad
 
 
-def truncated_bptt_gradient(params, xs, ys, k, weights=None):
+def truncated_bptt_gradient(params, xs, ys, k, weights=None, loss="mse"):
     """sum_t weights[t] * truncated_bptt_step_gradient(params, xs, ys, t, k)."""
     p = as_float64(params)
     xs, ys = _sequences(p, xs, ys)
@@ -287,13 +304,13 @@ def truncated_bptt_gradient(params, xs, ys, k, weights=None):
     for t in range(1, len(xs) + 1):
         if weights[t - 1] == 0.0:
             continue
-        g = truncated_bptt_step_gradient(p, xs, ys, t, k)
+        g = truncated_bptt_step_gradient(p, xs, ys, t, k, loss)
         for name in PARAM_NAMES:
             total[name] += weights[t - 1] * g[name]
     return total
 
 
-def snap1_gradient(params, xs, ys, weights=None, rec_mask=None):
+def snap1_gradient(params, xs, ys, weights=None, rec_mask=None, loss="mse"):
     """SnAp-1 (DESIGN 3.3): each unit keeps only the trace of its own incoming
     weights, J_t[k, j] ~ dh_t[k]/dW[k, j]::
 
@@ -322,9 +339,9 @@ def snap1_gradient(params, xs, ys, weights=None, rec_mask=None):
         J = dphi[:, None] * (self_weight[:, None] * J + z[None, :])
         yhats[t] = p["W_out"] @ h + p["b_out"]
         hs[t] = h
-        c = p["W_out"].T @ (weights[t] * (yhats[t] - ys[t]))
+        c = p["W_out"].T @ (weights[t] * output_error(yhats[t], ys[t], loss)[1])
         gW += c[:, None] * J
-    grad = _readout_and_split(p, gW, hs, yhats, ys, weights)
+    grad = _readout_and_split(p, gW, hs, yhats, ys, weights, loss)
     if rec_mask is not None:
         grad["W_rec"] *= np.asarray(rec_mask, dtype=bool)
     return grad
@@ -336,7 +353,7 @@ def snap2_keep(rec_mask):
     return rec_mask | np.eye(rec_mask.shape[0], dtype=bool)
 
 
-def snap2_gradient(params, xs, ys, rec_mask=None, weights=None):
+def snap2_gradient(params, xs, ys, rec_mask=None, weights=None, loss="mse"):
     """SnAp-2 (DESIGN 3.4): the exact RTRL recursion of DESIGN 3.2 restricted to
     the entries P[k, i, :] with k in S_i = {i} u {k : rec_mask[k, i]}::
 
@@ -378,14 +395,14 @@ def snap2_gradient(params, xs, ys, rec_mask=None, weights=None):
         P = new_P
         yhats[t] = p["W_out"] @ h + p["b_out"]
         hs[t] = h
-        c = p["W_out"].T @ (weights[t] * (yhats[t] - ys[t]))
+        c = p["W_out"].T @ (weights[t] * output_error(yhats[t], ys[t], loss)[1])
         gW += np.einsum("k,kij->ij", c, P)
-    grad = _readout_and_split(p, gW, hs, yhats, ys, weights)
+    grad = _readout_and_split(p, gW, hs, yhats, ys, weights, loss)
     grad["W_rec"] *= rec_mask
     return grad
 
 
-def uoro_gradient(params, xs, ys, rng, eps=1e-7):
+def uoro_gradient(params, xs, ys, rng, eps=1e-7, weights=None, loss="mse"):
     """One draw of the UORO estimate (DESIGN 3.5), summed over t, float64.
 
     rank-one P_t ~ htilde_t thetatilde_t^T, fresh signs nu in {-1, +1}^n each step::
@@ -397,10 +414,13 @@ def uoro_gradient(params, xs, ys, rng, eps=1e-7):
         g_t = (c_t . htilde) thetatilde
 
     ``rng`` is a numpy Generator; the estimate is unbiased over its draws.
+    ``weights`` (T,) multiply e_t (default 1); the signs are drawn at every
+    step whatever the weight, so the draws do not depend on the weights.
     """
     p = as_float64(params)
     xs, ys = _sequences(p, xs, ys)
     T = len(xs)
+    weights = _weights_or_ones(weights, T)
     n = p["W_rec"].shape[0]
     m = p["W_in"].shape[1]
     W = np.concatenate([p["W_rec"], p["W_in"], p["b"][:, None]], axis=1)
@@ -423,9 +443,9 @@ def uoro_gradient(params, xs, ys, rng, eps=1e-7):
         theta_tilde = theta_tilde / rho0 + u / rho1
         yhats[t] = p["W_out"] @ h + p["b_out"]
         hs[t] = h
-        c = p["W_out"].T @ (yhats[t] - ys[t])
+        c = p["W_out"].T @ (weights[t] * output_error(yhats[t], ys[t], loss)[1])
         gW += (c @ h_tilde) * theta_tilde
-    return _readout_and_split(p, gW, hs, yhats, ys, np.ones(T))
+    return _readout_and_split(p, gW, hs, yhats, ys, weights, loss)
 
 
 def flatten(grad, names=PARAM_NAMES):

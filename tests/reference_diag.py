@@ -9,6 +9,13 @@ units (2p, 2p+1)::
     h_t[2p:2p+2] = r_p R(angle_p) h_{t-1}[2p:2p+2] + B[2p:2p+2] x_t + b[2p:2p+2]
     yhat_t = W_out tanh(h_t) + b_out,   L_t = 0.5 ||yhat_t - y_t||^2,   h_0 = 0
 
+Every function that involves the loss takes ``loss="mse"`` (the default, the
+loss above) or ``loss="softmax"`` (DESIGN 3.9: cross-entropy of
+softmax(yhat_t) against a probability row y_t).  Only the output error
+e_t = dL_t/dyhat_t changes (tests/reference_loss.py); the readout stays
+W_out tanh(h_t) + b_out.  ``weights`` (T,) multiply L_t and e_t (0 = an
+unlabelled step; the net still runs forward through it).
+
 Parameters (n even)::
 
     decay (n/2,)   angle (n/2,)   B (n, m)   b (n,)   W_out (o, n)   b_out (o,)
@@ -17,14 +24,17 @@ Functions
 ---------
 random_params(rng, n_in, n_hidden, n_out)          moderate random parameters
 forward(params, xs)                      -> hs (T, n) holding h_1 .. h_T, yhats (T, o)
-total_loss(params, xs, ys, weights=None) -> sum_t weights[t] * L_t
-finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None)
-bptt_gradient(params, xs, ys, weights=None)   analytic back-propagation through time
+total_loss(params, xs, ys, weights=None, loss="mse") -> sum_t weights[t] * L_t
+finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None, loss="mse")
+bptt_gradient(params, xs, ys, weights=None, loss="mse")
+                                              analytic back-propagation through time
                                               (proved against the finite differences
                                               in tests/test_learners.py)
 """
 
 import numpy as np
+
+from reference_loss import output_error
 
 PARAM_NAMES = ("decay", "angle", "B", "b", "W_out", "b_out")
 
@@ -94,18 +104,19 @@ def forward(params, xs):
     return hs, yhats
 
 
-def total_loss(params, xs, ys, weights=None):
-    """sum_t weights[t] * 0.5 * ||yhat_t - y_t||^2 (weights default to 1)."""
+def total_loss(params, xs, ys, weights=None, loss="mse"):
+    """sum_t weights[t] * L_t (weights default to 1); L_t = 0.5 * ||yhat_t - y_t||^2
+    for loss="mse", the cross-entropy of softmax(yhat_t) for loss="softmax"."""
     p = as_float64(params)
     xs, ys = _sequences(p, xs, ys)
     _, yhats = forward(p, xs)
-    per_step = 0.5 * np.sum((yhats - ys) ** 2, axis=1)
+    per_step = np.array([output_error(yhats[t], ys[t], loss)[0] for t in range(len(xs))])
     if weights is not None:
         per_step = per_step * np.asarray(weights, dtype=np.float64)
     return float(np.sum(per_step))
 
 
-def finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None):
+def finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None, loss="mse"):
     """Central finite differences of total_loss, one entry at a time (float64)."""
     p = as_float64(params)
     grad = {}
@@ -116,16 +127,16 @@ def finite_difference_gradient(params, xs, ys, eps=1e-6, weights=None):
         for i in range(flat_param.size):
             saved = flat_param[i]
             flat_param[i] = saved + eps
-            loss_plus = total_loss(p, xs, ys, weights)
+            loss_plus = total_loss(p, xs, ys, weights, loss)
             flat_param[i] = saved - eps
-            loss_minus = total_loss(p, xs, ys, weights)
+            loss_minus = total_loss(p, xs, ys, weights, loss)
             flat_param[i] = saved
             flat_grad[i] = (loss_plus - loss_minus) / (2.0 * eps)
         grad[name] = g
     return grad
 
 
-def bptt_gradient(params, xs, ys, weights=None):
+def bptt_gradient(params, xs, ys, weights=None, loss="mse"):
     """Gradient of total_loss by back-propagation through time (float64).
 
     With A_p = r_p R(angle_p): dA_p/dr_p = R(angle_p), dr_p/ddecay_p =
@@ -145,7 +156,7 @@ def bptt_gradient(params, xs, ys, weights=None):
         h_t = hs[t]
         h_prev = hs[t - 1] if t > 0 else np.zeros(n)
         y_t = np.tanh(h_t)
-        e = weights[t] * (yhats[t] - ys[t])
+        e = weights[t] * output_error(yhats[t], ys[t], loss)[1]
         grad["W_out"] += np.outer(e, y_t)
         grad["b_out"] += e
         dh = (p["W_out"].T @ e) * (1.0 - y_t ** 2) + dh_from_future
