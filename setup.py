@@ -46,8 +46,8 @@ def extension(name):
     )
 
 
-# _kernels cimports the other two (functions shared through their .pxd files)
-extensions = [extension(name) for name in ("_kernels", "_learners", "_diag")]
+# _kernels cimports the other three (functions shared through their .pxd files)
+extensions = [extension(name) for name in ("_kernels", "_learners", "_diag", "_gru")]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives,

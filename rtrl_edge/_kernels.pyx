@@ -16,13 +16,14 @@
 # Mathematics: DESIGN §3.1 (Elman cell) and §3.2 (exact RTRL, Williams &
 # Zipser 1989); notation n hidden units, m inputs, o outputs, K = n + m + 1.
 
-from libc.math cimport tanhf, sqrt, isfinite, pow, ldexp
+from libc.math cimport tanhf, sqrt, isfinite, pow, ldexp, exp, log, floor
 from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
 from rtrl_edge._learners cimport (snap1_update, snap2_update, uoro_update, tbptt_update,
                                   reset_learner)
 from rtrl_edge._diag cimport diag_forward, diag_traces
+from rtrl_edge._gru cimport gru_forward, gru_advance
 
 import os
 
@@ -31,7 +32,8 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-CELLS = {"elman": CELL_ELMAN, "diag": CELL_DIAG}
+CELLS = {"elman": CELL_ELMAN, "diag": CELL_DIAG, "gru": CELL_GRU}
+LOSSES = {"mse": LOSS_MSE, "softmax": LOSS_SOFTMAX}
 LEARNERS = {"rtrl": LEARNER_RTRL, "snap1": LEARNER_SNAP1, "snap2": LEARNER_SNAP2,
             "uoro": LEARNER_UORO, "tbptt": LEARNER_TBPTT}
 OPTIMIZERS = {"sgd": OPT_SGD, "momentum": OPT_MOMENTUM, "adam": OPT_ADAM}
@@ -110,6 +112,8 @@ cdef inline void forward(RNN *s) noexcept nogil:
     cdef const float *b_out = w_out + o * n
     if s.cell == CELL_ELMAN:
         elman_forward(s)
+    elif s.cell == CELL_GRU:
+        gru_forward(s)
     else:
         diag_forward(s)
     s.simd.matvec(w_out, n, s.feat, o, n, s.yn)
@@ -127,9 +131,28 @@ cdef inline bint state_is_finite(RNN *s) noexcept nogil:
     return ok
 
 
-cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
-    """Prediction in the target's own units."""
+cdef inline double log_partition(RNN *s) noexcept nogil:
+    """log sum_q exp(yn[q]), computed stably (the max subtracted first)."""
     cdef int q
+    cdef double mx = s.yn[0], total = 0.0
+    for q in range(1, s.o):
+        if s.yn[q] > mx:
+            mx = s.yn[q]
+    for q in range(s.o):
+        total += exp(<double>s.yn[q] - mx)
+    return mx + log(total)
+
+
+cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
+    """Prediction in the target's own units; class probabilities
+    softmax(yn) for the softmax loss."""
+    cdef int q
+    cdef double logz
+    if s.loss == LOSS_SOFTMAX:
+        logz = log_partition(s)
+        for q in range(s.o):
+            yhat_out[q] = <float>exp(<double>s.yn[q] - logz)
+        return
     if not s.normalize:
         memcpy(yhat_out, s.yn, s.o * sizeof(float))
         return
@@ -137,15 +160,34 @@ cdef inline void denormalise_output(RNN *s, float *yhat_out) noexcept nogil:
         yhat_out[q] = <float>(s.y_mean[q] + sqrt(s.y_var[q] + s.norm_eps) * s.yn[q])
 
 
+cdef inline double softmax_error(RNN *s) noexcept nogil:
+    """DESIGN §3.9: p = softmax(yn), e = p sum(y) - y; returns the loss
+    -sum_q y[q] log p[q] and sets s.last_base = sum(y) log(o), the loss of
+    predicting every class equally likely (the guard's yardstick)."""
+    cdef int q
+    cdef double logz = log_partition(s), total = 0.0, loss = 0.0
+    for q in range(s.o):
+        total += s.y_in[q]
+    for q in range(s.o):
+        s.e[q] = <float>(exp(<double>s.yn[q] - logz) * total - s.y_in[q])
+        loss += s.y_in[q] * (logz - s.yn[q])
+    s.last_base = total * log(<double>s.o)
+    return loss
+
+
 cdef inline double output_error(RNN *s, bint update) noexcept nogil:
-    """e = yn - y (normalised), c = dL/dh (W_out^T e, times tanh' of the
-    readout for the diag cell); returns the loss 0.5*||e||^2.  Also sets
-    s.last_base = 0.5*||y||^2 (y normalised): the loss of predicting zero (the
-    running mean), the divergence guard's yardstick."""
+    """e = dL/dyn, c = dL/dh (W_out^T e, times tanh' of the readout for the
+    diag cell); returns the loss.  Squared loss: e = yn - y (normalised),
+    loss 0.5*||e||^2, s.last_base = 0.5*||y||^2 (y normalised): the loss of
+    predicting zero (the running mean), the divergence guard's yardstick.
+    Softmax: `softmax_error` (targets are never normalised)."""
     cdef int n = s.n, o = s.o, q, k
     cdef double alpha, d, loss = 0.0, base = 0.0, target
     cdef const float *w_out = s.theta + s.n_core
-    if s.normalize and update:
+    if s.loss == LOSS_SOFTMAX:
+        loss = softmax_error(s)
+        o = 0                           # skips the squared loss below
+    elif s.normalize and update:
         s.counts[1] += 1.0
         alpha = 1.0 / (s.counts[1] if s.counts[1] < s.norm_window else s.norm_window)
         for q in range(o):
@@ -159,8 +201,10 @@ cdef inline double output_error(RNN *s, bint update) noexcept nogil:
         s.e[q] = <float>(s.yn[q] - target)
         loss += 0.5 * <double>s.e[q] * s.e[q]
         base += 0.5 * target * target
-    s.last_base = base
+    if s.loss == LOSS_MSE:
+        s.last_base = base
     memset(s.c, 0, n * sizeof(float))
+    o = s.o
     for q in range(o):
         for k in range(n):
             s.c[k] += w_out[q * n + k] * s.e[q]
@@ -217,8 +261,9 @@ cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
 
 
 cdef inline void readout_gradient(RNN *s) noexcept nogil:
-    """grad W_out = e feat^T, grad b_out = e; masked W_rec entries get 0."""
-    cdef int n = s.n, o = s.o, K = s.K, q, k, i
+    """grad W_out = e feat^T, grad b_out = e; masked recurrent weights (of
+    W_rec, or of each of the GRU's three W_hh blocks) get 0."""
+    cdef int n = s.n, o = s.o, K = s.K, q, k, i, g
     cdef float *g_out = s.grad + s.n_core
     cdef float *row
     cdef const float *keep
@@ -228,11 +273,15 @@ cdef inline void readout_gradient(RNN *s) noexcept nogil:
         g_out[o * n + q] = s.e[q]
     # snap2 never writes a masked entry; the other learners' are zeroed here
     if s.mask != NULL and s.learner != LEARNER_SNAP2:
-        for i in range(n):
-            row = s.grad + i * K
-            keep = s.mask + i * n
-            for k in range(n):
-                row[k] *= keep[k]
+        for g in range(3 if s.cell == CELL_GRU else 1):
+            for i in range(n):
+                if s.cell == CELL_GRU:      # W_hh after W_ih (3n x m)
+                    row = s.grad + 3 * <Py_ssize_t>n * s.m + <Py_ssize_t>(g * n + i) * n
+                else:
+                    row = s.grad + i * K
+                keep = s.mask + i * n
+                for k in range(n):
+                    row[k] *= keep[k]
 
 
 cdef void advance(RNN *s, bint contract) noexcept nogil:
@@ -240,6 +289,8 @@ cdef void advance(RNN *s, bint contract) noexcept nogil:
     the current loss for the cell's own parameters (grad[:n_core])."""
     if s.cell == CELL_DIAG:
         diag_traces(s, contract)
+    elif s.cell == CELL_GRU:
+        gru_advance(s, contract)
     elif s.learner == LEARNER_RTRL:
         rtrl_sensitivities(s, contract)
     elif s.learner == LEARNER_SNAP1:
@@ -510,12 +561,16 @@ cdef void rnn_forward_only(RNN *s, float *yhat_out) noexcept nogil:
     rnn_step(s, False, False, yhat_out)
 
 
-cdef void rnn_accumulate(RNN *s, double *acc) noexcept nogil:
+cdef void rnn_accumulate(RNN *s, double *acc, bint labelled) noexcept nogil:
     """One step of the fixed-parameter gradient: statistics frozen, no update,
-    acc += d L_t / d theta."""
+    acc += d L_t / d theta (nothing without a label: the state and the
+    sensitivities advance only)."""
     cdef Py_ssize_t i
     normalise_input(s, False)
     forward(s)
+    if not labelled:
+        advance(s, False)
+        return
     s.last_loss = output_error(s, False)
     advance(s, True)
     readout_gradient(s)
@@ -574,18 +629,25 @@ cdef class Core:
         s.n, s.m, s.o, s.K = n, m, o, n + m + 1
         s.cell = CELLS[cfg["cell"]]
         s.learner = LEARNERS[cfg["learner"]]
+        s.loss = LOSSES[cfg["loss"]]
         s.optimizer = OPTIMIZERS[cfg["optimizer"]]
         s.lr, s.beta1, s.beta2 = cfg["lr"], cfg["beta1"], cfg["beta2"]
         s.adam_eps, s.clip = cfg["adam_eps"], cfg["clip"] or 0.0
         s.normalize, s.norm_window, s.norm_eps = cfg["normalize"], cfg["norm_window"], 1e-8
         s.since_bad = GUARD_EVERY
         s.window = cfg["window"] or 0
-        s.n_core = n * s.K if s.cell == CELL_ELMAN else n * (m + 2)
+        s.ring_width = 5 * n if s.cell == CELL_GRU else n
+        if s.cell == CELL_ELMAN:
+            s.n_core = n * s.K
+        elif s.cell == CELL_GRU:
+            s.n_core = 3 * n * (n + m + 2)
+        else:
+            s.n_core = n * (m + 2)
         s.n_params = s.n_core + o * n + o
         s.simd = choose_kernels()
         # Release the GIL only where a step is long enough to be worth it.
-        self.release_gil = (s.cell == CELL_ELMAN and s.learner == LEARNER_RTRL
-                            and n * n * n * s.K >= GIL_RELEASE_MACS)
+        self.release_gil = (s.cell != CELL_DIAG and s.learner == LEARNER_RTRL
+                            and n * n * s.n_core >= GIL_RELEASE_MACS)
 
         # One arena per dtype; float32 first buffer on a 64-byte boundary.
         self.arenas, self.buffers, self.kinds = [], {}, {}
@@ -630,8 +692,8 @@ cdef class Core:
         s.p_off = self._ptr64i("p_off")
         s.ld = self._ptr64i("ld")
         s.z = self._ptr32("z")
-        # Elman reads out h itself; the diag cell reads out tanh(h)
-        s.feat = s.h if s.cell == CELL_ELMAN else self._ptr32("feat")
+        # Elman and GRU read out h itself; the diag cell reads out tanh(h)
+        s.feat = self._ptr32("feat") if s.cell == CELL_DIAG else s.h
         s.dphi = self._ptr32("dphi")
         s.c = self._ptr32("c")
         s.yn = self._ptr32("yn")
@@ -646,6 +708,9 @@ cdef class Core:
         s.v1 = self._ptr32("v1")
         s.v2 = self._ptr32("v2")
         s.h_prev = self._ptr32("h_prev")
+        s.gates = self._ptr32("gates")
+        s.gcoef = self._ptr32("gcoef")
+        s.dmat = self._ptr32("dmat")
         s.x_mean = self._ptr64("x_mean")
         s.x_var = self._ptr64("x_var")
         s.y_mean = self._ptr64("y_mean")
@@ -753,18 +818,79 @@ cdef class Core:
                 "(normalize=True) or check them.")
         return out
 
+    cdef int _bad_label(self, object y, str why) except -1:
+        self.rejected += 1
+        raise ValueError(f"y must be a class index in [0, {self.s.o}) or a probability "
+                         f"vector of length {self.s.o} (non-negative, summing to 1); "
+                         f"{why}, got {y!r}")
+
+    cdef int _stage_label(self, object y) except -1:
+        """A softmax target into y_in as a probability row: a class index (an
+        integer, or a float with an integral value) becomes the one-hot row;
+        a vector of length o must be finite, non-negative and sum to 1
+        within 1e-3.  Otherwise ValueError naming what was expected (y_in is
+        scratch: the model is unchanged)."""
+        cdef int o = self.s.o, q
+        cdef double v, total = 0.0
+        cdef bint index = False
+        if isinstance(y, (bool, np.bool_)):
+            self._bad_label(y, "a bool is not a class index")
+        if isinstance(y, (int, np.integer)):
+            if not 0 <= y < o:
+                self._bad_label(y, "the class index is out of range")
+            memset(self.s.y_in, 0, o * sizeof(float))
+            self.s.y_in[<int>y] = 1.0
+            return 0
+        if isinstance(y, (float, np.floating)):
+            index = True
+        elif cnp.PyArray_Check(y) and (<cnp.ndarray>y).ndim == 0:
+            if (<cnp.ndarray>y).dtype.kind not in "iuf":
+                self._bad_label(y, "a class index must be a number")
+            index = True
+        if index:
+            v = float(y)
+            if not isfinite(v):
+                self._bad_label(y, "a class index must be finite")
+            if v != floor(v):
+                self._bad_label(y, "a float used as a class index must be a whole number")
+            if not 0 <= v < o:
+                self._bad_label(y, "the class index is out of range")
+            memset(self.s.y_in, 0, o * sizeof(float))
+            self.s.y_in[<int>v] = 1.0
+            return 0
+        try:
+            self._stage(y, self.s.y_in, o, "y")
+        except ValueError:
+            self.rejected -= 1              # counted once, below
+            self._bad_label(y, "a probability vector must be finite, of length "
+                               f"{o}")
+        for q in range(o):
+            if self.s.y_in[q] < 0:
+                self._bad_label(y, "a probability vector must not be negative")
+            total += self.s.y_in[q]
+        if not abs(total - 1.0) <= 1e-3:
+            self._bad_label(y, f"a probability vector must sum to 1 within 1e-3 "
+                               f"(it sums to {total:.6g})")
+        return 0
+
     def step(self, x, y=None):
         """step(x, y=None) -> prediction (float32, shape (n_out,), a new array)
 
-        Predict from x (shape (n_in,)), then, if y (shape (n_out,)) is given,
-        take one online update towards it.  Without y the state and the
-        sensitivities still advance.  Raises ValueError, changing nothing, if
-        x or y has the wrong shape, is not numeric or is not finite.
+        Predict from x (shape (n_in,)), then, if y is given, take one online
+        update towards it: a target of shape (n_out,) for the squared loss; a
+        class index or a probability vector of length n_out for the softmax
+        loss (the prediction is then the class probabilities).  Without y the
+        state and the sensitivities still advance.  Raises ValueError,
+        changing nothing, if x or y has the wrong shape, is not numeric, is
+        not finite, or is not a valid label.
         """
         self._stage(x, self.s.x_in, self.s.m, "x")
         if y is None:
             return self._run(False, True)
-        self._stage(y, self.s.y_in, self.s.o, "y")
+        if self.s.loss == LOSS_SOFTMAX:
+            self._stage_label(y)
+        else:
+            self._stage(y, self.s.y_in, self.s.o, "y")
         return self._run(True, True)
 
     def predict(self, x):
@@ -813,20 +939,23 @@ cdef class Core:
             memcpy(self.s.h, saved, self.s.n * sizeof(float))
         return out
 
-    def accumulate_gradient(self, const float[:, ::1] xs, const float[:, ::1] ys):
+    def accumulate_gradient(self, const float[:, ::1] xs, const float[:, ::1] ys,
+                            const unsigned char[::1] labelled):
         """Sum of d L_t / d theta over a sequence from the current state, with
-        parameters and normaliser statistics held fixed.  Returns float64 (p,)."""
+        parameters and normaliser statistics held fixed, over the steps with
+        labelled[t] != 0 (the others only advance).  Returns float64 (p,)."""
         cdef Py_ssize_t t, T = xs.shape[0]
         cdef cnp.ndarray acc = np.zeros(self.s.n_params, dtype=np.float64)
         cdef double *accp = <double *>cnp.PyArray_DATA(acc)
         cdef unsigned int fpu
         assert xs.shape[1] == self.s.m and ys.shape[1] == self.s.o and ys.shape[0] == T
+        assert labelled.shape[0] == T
         with nogil:
             fpu = rtrl_fpu_enter()
             for t in range(T):
                 memcpy(self.s.x_in, &xs[t, 0], self.s.m * sizeof(float))
                 memcpy(self.s.y_in, &ys[t, 0], self.s.o * sizeof(float))
-                rnn_accumulate(&self.s, accp)
+                rnn_accumulate(&self.s, accp, labelled[t] != 0)
             rtrl_fpu_leave(fpu)
         return acc
 
@@ -862,5 +991,6 @@ cdef class Core:
 
     @property
     def last_loss(self):
-        """Loss 0.5*||e||^2 (normalised units) of the latest learning step."""
+        """Loss of the latest learning step: 0.5*||e||^2 (normalised units),
+        or the cross-entropy for the softmax loss."""
         return self.s.last_loss

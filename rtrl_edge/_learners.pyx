@@ -21,12 +21,12 @@ cdef void reset_learner(RNN *s) noexcept nogil:
         memset(s.P, 0, s.p_size * sizeof(float))
     if s.uh != NULL:
         memset(s.uh, 0, s.n * sizeof(float))
-        memset(s.ut, 0, s.n * s.K * sizeof(float))
+        memset(s.ut, 0, s.n_core * sizeof(float))
     if s.ring != NULL:
         s.ring[0] = 0
         s.ring[1] = 0
         memset(s.ring_z, 0, s.window * s.K * sizeof(float))
-        memset(s.ring_d, 0, s.window * s.n * sizeof(float))
+        memset(s.ring_d, 0, s.window * s.ring_width * sizeof(float))
 
 
 # --------------------------------------------------------------------------
@@ -127,6 +127,16 @@ cdef inline unsigned long long next_u64(long long *state) noexcept nogil:
     return st[1] + s0
 
 
+cdef void draw_signs(RNN *s, float *nu) noexcept nogil:
+    """nu[i] = +-1 for i < n, 64 signs per draw of the generator."""
+    cdef int i
+    cdef unsigned long long bits = 0
+    for i in range(s.n):
+        if i % 64 == 0:
+            bits = next_u64(s.rng)
+        nu[i] = 1.0 if (bits >> (i % 64)) & 1 else -1.0
+
+
 cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
     """Rank-one unbiased estimate P ~ h~ theta~^T.
 
@@ -144,14 +154,11 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
     cdef float *dh = s.v2
     cdef double nt, ndh, nd, nz, rho0, rho1, acc
     cdef double eps = 1e-7
-    cdef unsigned long long bits = 0
     cdef float r0inv
+    draw_signs(s, nu)
     s.simd.matvec(s.theta, K, s.uh, n, n, dh)           # W_rec h~
     for i in range(n):
         dh[i] *= s.dphi[i]
-        if i % 64 == 0:
-            bits = next_u64(s.rng)
-        nu[i] = 1.0 if (bits >> (i % 64)) & 1 else -1.0
     ndh = s.simd.sumsq(dh, n, &finite)
     nd = s.simd.sumsq(s.dphi, n, &finite)
     nz = s.simd.sumsq(s.z, K, &finite)
@@ -174,6 +181,20 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
 # Truncated BPTT(k) (DESIGN §3.6)
 # --------------------------------------------------------------------------
 
+cdef int ring_push(RNN *s, const float *per_step, int *held) noexcept nogil:
+    """Store this step's z (K) and `per_step` (ring_width floats) in the
+    ring; returns their slot and sets *held to the entries now held."""
+    cdef int slot = <int>s.ring[0]
+    memcpy(s.ring_z + <Py_ssize_t>slot * s.K, s.z, s.K * sizeof(float))
+    memcpy(s.ring_d + <Py_ssize_t>slot * s.ring_width, per_step,
+           s.ring_width * sizeof(float))
+    s.ring[0] = (slot + 1) % s.window
+    if s.ring[1] < s.window:
+        s.ring[1] += 1
+    held[0] = <int>s.ring[1]
+    return slot
+
+
 cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
     """Keep (z, dphi) of the last k steps in a ring; with `contract`, back-
     propagate this step's loss through them (current weights):
@@ -183,18 +204,12 @@ cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
     for t' = t, t-1, ..., down to k steps or the last reset.  Memory k(K + n),
     cost O(k n K) per learning step.  Equals BPTT of L_t when k >= t.
     """
-    cdef int n = s.n, K = s.K, k = s.window, i, back, slot
-    cdef long long held
+    cdef int n = s.n, K = s.K, k = s.window, i, back, slot, held
     cdef float *dh = s.v1
     cdef float *da = s.v2
     cdef const float *zt
     cdef const float *dt
-    slot = <int>s.ring[0]
-    memcpy(s.ring_z + slot * K, s.z, K * sizeof(float))
-    memcpy(s.ring_d + slot * n, s.dphi, n * sizeof(float))
-    s.ring[0] = (slot + 1) % k
-    held = s.ring[1] + 1 if s.ring[1] < k else k
-    s.ring[1] = held
+    slot = ring_push(s, s.dphi, &held)
     if not contract:
         return
     memset(s.grad, 0, n * K * sizeof(float))

@@ -42,6 +42,12 @@ cdef extern from "_tile.h" nogil:
 cdef enum:
     CELL_ELMAN = 0        # DESIGN §3.1
     CELL_DIAG = 1         # 2x2 rotation-decay blocks, tanh readout (§3.7)
+    CELL_GRU = 2          # PyTorch GRUCell layout (§3.10), see _gru.pyx
+
+# losses
+cdef enum:
+    LOSS_MSE = 0          # 0.5 ||yhat - y||^2
+    LOSS_SOFTMAX = 1      # -sum_q y[q] log softmax(yhat)[q] (§3.9)
 
 # learners
 cdef enum:
@@ -68,13 +74,16 @@ ctypedef struct RNN:
     int n                 # hidden units
     int m                 # inputs
     int o                 # outputs
-    int K                 # n + m + 1: columns of W = [W_rec | W_in | b] (Elman)
+    int K                 # n + m + 1: columns of W = [W_rec | W_in | b] (Elman);
+                          # for every cell, the length of z = [h_prev; x; 1]
     int cell
+    int loss
     Py_ssize_t n_params   # all parameters
     Py_ssize_t n_core     # parameters before the readout: W_out = theta + n_core
     Py_ssize_t ldp        # row stride of P in floats (multiple of RTRL_MAX_VL)
     int nb                # column block width of the RTRL sensitivity update
     int window            # TBPTT truncation k
+    int ring_width        # floats per step in ring_d: n (Elman), 5n (GRU)
     Py_ssize_t p_size     # floats in the learner's sensitivity buffer P
     # configuration
     int learner
@@ -112,6 +121,8 @@ ctypedef struct RNN:
     # parameters and optimiser (float32, each n_params long)
     float *theta          # Elman: [W (n x K) | W_out (o x n) | b_out (o)]
                           # diag:  [decay (n/2) | angle (n/2) | Bb (n x (m+1)) | W_out | b_out]
+                          # GRU:   [W_ih (3n x m) | W_hh (3n x n) | b_ih (3n) | b_hh (3n)
+                          #         | W_out | b_out]
     float *grad
     float *good           # the last good parameters (divergence guard)
     float *m1             # first moment / momentum (NULL for sgd)
@@ -121,14 +132,16 @@ ctypedef struct RNN:
     float *h              # (n,)
     # learner state
     float *P              # rtrl/Elman (n, ldp): P[k, i*K + j] = dh[k]/dW[i, j]
+                          # rtrl/GRU (n, ldp): P[k, q] = dh[k]/dtheta[q], q < n_core
                           # snap1 (n, K):      J[k, j] ~ dh[k]/dW[k, j]
                           # snap2: the blocks P_i (|S_i|, ld_i), one per row i of W
                           # rtrl/diag: traces, see _diag.pyx
     float *uh             # uoro h~ (n,)
-    float *ut             # uoro theta~ (n, K)
+    float *ut             # uoro theta~ (n_core,): (n, K) for Elman
     long long *rng        # uoro: xorshift128+ state (2 words)
     float *ring_z         # tbptt: z of the last `window` steps (window, K)
-    float *ring_d         # tbptt: tanh' of the last `window` steps (window, n)
+    float *ring_d         # tbptt: tanh' (Elman) or gcoef (GRU) of the last `window`
+                          # steps (window, ring_width)
     long long *ring       # tbptt: [next slot, entries held]
     # snap2 structure (int64), built from the mask
     long long *s_off      # (n+1,) S_i = s_idx[s_off[i]:s_off[i+1]]: units row i reaches
@@ -154,6 +167,10 @@ ctypedef struct RNN:
     float *v1             # (n,) scratch
     float *v2             # (n,) scratch
     float *h_prev         # (n,) diag: state before this step
+    # GRU (_gru.pyx)
+    float *gates          # (6n,) W_ih x + b_ih | W_hh h_prev + b_hh; uoro: scratch
+    float *gcoef          # (5n,) a_r | a_z | a_n | a_nh | u: this step's D_t and M_t
+    float *dmat           # (n, n) rtrl: D_t = dh_t/dh_{t-1}
     # online normaliser (float64): mean and variance per channel, sample counts
     double *x_mean
     double *x_var

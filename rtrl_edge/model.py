@@ -13,14 +13,16 @@ from typing import Dict, Optional
 import numpy as np
 
 from . import _kernels, _layout, checkpoint
-from ._layout import CELLS, LEARNERS, OPTIMIZERS
+from ._layout import CELLS, LEARNERS, LOSSES, OPTIMIZERS
 from .checkpoint import FORMAT_VERSION, CheckpointError  # noqa: F401  (re-exported)
 
-__all__ = ["OnlineRNN", "CheckpointError", "CELLS", "LEARNERS", "OPTIMIZERS", "INITS"]
+__all__ = ["OnlineRNN", "CheckpointError", "CELLS", "LEARNERS", "LOSSES", "OPTIMIZERS",
+           "INITS"]
 
 #: weight initialisations (`OnlineRNN(init=...)`; `_initialise` draws them)
 INITS = ("gaussian", "uniform", "orthogonal")
 _INIT_BEFORE_OPTION = "gaussian"   # what checkpoints written before `init` existed used
+_LOSS_BEFORE_OPTION = "mse"        # and before `loss` existed
 
 # Names of the counters that are part of the model's state (saved, restored,
 # and compared by `snapshot`).  `rejected_inputs` is kept apart on purpose: a
@@ -200,7 +202,7 @@ class OnlineRNN:
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
                  optimizer: str = "sgd", lr: float = 1e-3, clip: Optional[float] = None,
                  normalize: bool = False, seed: int = 0, init: str = "gaussian",
-                 cell: str = "elman", window: Optional[int] = None,
+                 cell: str = "elman", loss: str = "mse", window: Optional[int] = None,
                  rec_density: Optional[float] = None, rec_mask=None, beta1: float = 0.9,
                  beta2: float = 0.999, adam_eps: float = 1e-8, norm_window: int = 10_000):
         n_in = _check_int("n_in", n_in, 1)
@@ -217,6 +219,10 @@ class OnlineRNN:
             if n_hidden % 2:
                 raise ValueError(f"n_hidden must be even for cell='diag' (2x2 rotation "
                                  f"blocks), got {n_hidden}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        if loss == "softmax" and n_out < 2:
+            raise ValueError(f"loss='softmax' needs n_out >= 2 classes, got n_out={n_out}")
         if learner == "tbptt":
             if window is None:
                 raise ValueError("learner='tbptt' needs window=k, the truncation length")
@@ -245,7 +251,7 @@ class OnlineRNN:
         self._config = dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, learner=learner,
                             optimizer=optimizer, lr=lr, clip=clip,
                             normalize=bool(normalize), seed=seed, init=init, cell=cell,
-                            window=window,
+                            loss=loss, window=window,
                             rec_density=None if rec_density is None else float(rec_density),
                             rec_mask=None if rec_mask is None else mask.copy(),
                             beta1=float(beta1), beta2=float(beta2), adam_eps=adam_eps,
@@ -276,7 +282,7 @@ class OnlineRNN:
         structure = None
         if cfg["learner"] == "snap2":
             structure = _layout.snap2_structure(
-                np.ones((n, n), bool) if mask is None else mask, m)
+                np.ones((n, n), bool) if mask is None else mask, m, cfg["cell"])
         buffers = _layout.layout(n, m, cfg["n_out"], cell=cfg["cell"],
                                  learner=cfg["learner"], optimizer=cfg["optimizer"],
                                  window=cfg["window"], mask=mask, snap2=structure)
@@ -301,6 +307,13 @@ class OnlineRNN:
             Bb = theta[n:core_end].reshape(n, m + 1)
             views = {"decay": theta[:half], "angle": theta[half:n],
                      "B": Bb[:, :m], "b": Bb[:, m]}
+        elif cfg["cell"] == "gru":
+            # PyTorch's GRUCell: weight_ih, weight_hh, bias_ih, bias_hh
+            a, b, c = 3 * n * m, 3 * n * (m + n), 3 * n * (m + n + 1)
+            core_end = 3 * n * (m + n + 2)
+            views = {"W_ih": theta[:a].reshape(3 * n, m),
+                     "W_hh": theta[a:b].reshape(3 * n, n),
+                     "b_ih": theta[b:c], "b_hh": theta[c:core_end]}
         else:
             core_end = n * (n + m + 1)
             W = theta[:core_end].reshape(n, n + m + 1)
@@ -328,6 +341,8 @@ class OnlineRNN:
             gain = np.repeat(np.sqrt(1.0 - r ** 2), 2)[:, None]
             p["B"][...] = rng.standard_normal(p["B"].shape) / np.sqrt(m) * gain
             p["b"][...] = 0.0
+        elif self._config["cell"] == "gru":
+            self._initialise_gru(rng)
         elif init == "uniform":
             # PyTorch's nn.RNNCell: U(-1/sqrt(n), 1/sqrt(n)) for every weight
             # and bias.  With a mask W_rec's bound is 1/sqrt(n * density), the
@@ -357,6 +372,34 @@ class OnlineRNN:
             p["W_out"][...] = rng.standard_normal(p["W_out"].shape) / np.sqrt(n)
             p["b_out"][...] = 0.0
 
+    def _initialise_gru(self, rng: np.random.Generator) -> None:
+        """The GRU's W_ih, W_hh, b_ih, b_hh.  "uniform" is PyTorch's
+        ``nn.GRUCell(m, n)``: all four U(-1/sqrt(n), 1/sqrt(n)).  "gaussian"
+        and "orthogonal" treat each gate's n x n block of W_hh as Elman's
+        W_rec (Gaussian at spectral radius 0.9, or a random orthogonal
+        matrix), with W_ih U(-1/sqrt(m), 1/sqrt(m)) and zero biases.  A mask
+        applies to each block, rescaled as for W_rec."""
+        n, m = self.n_hidden, self.n_in
+        p, init = self._params, self._config["init"]
+        blocks = p["W_hh"].reshape(3, n, n)
+        mask = 1.0 if self._mask is None else self._mask
+        if init == "uniform":
+            bound = 1.0 / np.sqrt(n)
+            p["W_ih"][...] = rng.uniform(-bound, bound, p["W_ih"].shape)
+            blocks[...] = rng.uniform(-1.0, 1.0, blocks.shape) / np.sqrt(n * self._kept()) * mask
+            p["b_ih"][...] = rng.uniform(-bound, bound, 3 * n)
+            p["b_hh"][...] = rng.uniform(-bound, bound, 3 * n)
+            return
+        p["W_ih"][...] = rng.uniform(-1.0, 1.0, p["W_ih"].shape) / np.sqrt(m)
+        for g in range(3):
+            draw = rng.standard_normal((n, n))
+            if init == "orthogonal":
+                blocks[g] = _orthogonal(draw, self._mask)
+            else:
+                blocks[g] = draw * (0.9 / np.sqrt(n * self._kept())) * mask
+        p["b_ih"][...] = 0.0
+        p["b_hh"][...] = 0.0
+
     def _kept(self) -> float:
         """The fraction of W_rec's entries a mask keeps (1 without one; at
         least 1/n, so that an empty mask divides by something)."""
@@ -370,6 +413,8 @@ class OnlineRNN:
     n_out = property(lambda self: self._config["n_out"], doc="Number of outputs o.")
     learner = property(lambda self: self._config["learner"])
     cell = property(lambda self: self._config["cell"])
+    loss = property(lambda self: self._config["loss"],
+                    doc='The loss: "mse" (regression) or "softmax" (classification).')
     optimizer = property(lambda self: self._config["optimizer"])
 
     @property
@@ -502,17 +547,71 @@ class OnlineRNN:
         c["rejected_inputs"] += 1
         self._core.set_counters(c)
 
-    def gradient(self, xs, ys) -> Dict[str, np.ndarray]:
-        """Gradient of ``sum_t 0.5*||yhat_t - y_t||^2`` over a whole sequence.
+    def _labels(self, ys):
+        """Softmax targets of `gradient`: (probability rows (T, o) float32,
+        labelled (T,) uint8).  ``ys`` is class indices (T,) with -1 for "no
+        label", or probability rows (T, o)."""
+        o = self.n_out
+        expected = (f"ys must be class indices of shape (T,) in [0, {o}) with -1 for "
+                    f"'no label at this step', or probability rows of shape (T, {o}) "
+                    f"(non-negative, each summing to 1)")
+        try:
+            arr = np.asarray(ys)
+        except Exception as exc:
+            self._reject()
+            raise ValueError(expected) from exc
+        if arr.dtype.kind not in "biuf" or arr.dtype.kind == "b" or arr.size == 0 \
+                or arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != o):
+            self._reject()
+            raise ValueError(f"{expected}; got dtype {arr.dtype}, shape {arr.shape}")
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) if arr.dtype.kind == "f" else np.zeros(arr.shape, bool)
+        if arr.ndim == 1:
+            if not bad.any():
+                bad = (arr != np.floor(arr)) | (arr < -1) | (arr >= o)
+            if bad.any():
+                t = int(np.flatnonzero(bad)[0])
+                self._reject()
+                raise ValueError(f"{expected}; ys[{t}] = {arr[t]} is not a class index "
+                                 f"in [-1, {o})")
+            labels = arr.astype(np.int64)
+            rows = np.zeros((len(arr), o), np.float32)
+            labelled = labels >= 0
+            rows[np.flatnonzero(labelled), labels[labelled]] = 1.0
+            return rows, labelled.astype(np.uint8)
+        bad = bad.any(axis=1)
+        if not bad.any():
+            bad = (arr < 0).any(axis=1) | ~(np.abs(arr.sum(axis=1, dtype=np.float64) - 1.0)
+                                            <= 1e-3)
+        if bad.any():
+            t = int(np.flatnonzero(bad)[0])
+            self._reject()
+            raise ValueError(f"{expected}; row {t} ({arr[t].tolist()}) is not a probability "
+                             f"vector (finite, non-negative, summing to 1 within 1e-3)")
+        return np.ascontiguousarray(arr, np.float32), np.ones(len(arr), np.uint8)
 
-        ``xs`` has shape ``(T, n_in)``, ``ys`` shape ``(T, n_out)``.  Computed by
-        this model's own learner from a zero state with the parameters (and, with
-        ``normalize=True``, the normaliser statistics) held fixed.  Parameters,
-        state, sensitivities and optimiser moments are left untouched: the work
-        is done in a temporary copy of the model's memory.
+    def gradient(self, xs, ys) -> Dict[str, np.ndarray]:
+        """Gradient of the summed loss over a whole sequence.
+
+        ``xs`` has shape ``(T, n_in)``.  Squared loss: ``ys`` has shape
+        ``(T, n_out)`` and the gradient is that of ``sum_t 0.5*||yhat_t -
+        y_t||^2``.  Softmax: ``ys`` is class indices of shape ``(T,)``, -1
+        meaning "no label at this step", or probability rows of shape
+        ``(T, n_out)``; the gradient is that of the cross-entropy summed over
+        the labelled steps (the others only advance state and sensitivities).
+        Computed by this model's own learner from a zero state with the
+        parameters (and, with ``normalize=True``, the normaliser statistics)
+        held fixed.  Parameters, state, sensitivities and optimiser moments
+        are left untouched: the work is done in a temporary copy of the
+        model's memory.  Bad input raises ValueError and changes nothing but
+        ``stats["rejected_inputs"]``.
         """
         xs = self._sequence("xs", xs, self.n_in)
-        ys = self._sequence("ys", ys, self.n_out)
+        if self.loss == "softmax":
+            ys, labelled = self._labels(ys)
+        else:
+            ys = self._sequence("ys", ys, self.n_out)
+            labelled = np.ones(len(ys), np.uint8)
         if xs.shape[0] != ys.shape[0]:
             self._reject()
             raise ValueError(f"xs and ys must have the same length T, got "
@@ -521,7 +620,7 @@ class OnlineRNN:
         for name in ("theta", "x_mean", "x_var", "y_mean", "y_var", "counts", "rng"):
             if name in scratch.buffers:
                 scratch.buffers[name][...] = self._core.buffers[name]
-        flat = scratch.accumulate_gradient(xs, ys)
+        flat = scratch.accumulate_gradient(xs, ys, labelled)
         scratch.buffers["theta"][...] = flat
         return {name: np.array(view, dtype=np.float32)
                 for name, view in self._param_views(scratch, self._config).items()}
@@ -530,13 +629,14 @@ class OnlineRNN:
 
     def _state_views(self) -> Dict[str, np.ndarray]:
         """Every buffer the model carries between samples, by name; exact
-        RTRL's sensitivities as ``P[k, i, j] = dh[k]/dW[i, j]`` (n, n, K)."""
+        RTRL's sensitivities as ``P[k, i, j] = dh[k]/dW[i, j]`` (n, n, K) for
+        the Elman cell, ``P[k, q] = dh[k]/dtheta[q]`` (n, n_core) for the GRU."""
         views = {name: view for name, view in self._core.buffers.items()
                  if self._core.kinds[name] in ("param", "state")}
         if "P" in views:
-            n, m = self.n_hidden, self.n_in
-            P = views["P"].reshape(n, self._core.ldp)
-            views["P"] = P[:, : n * (n + m + 1)].reshape(n, n, n + m + 1)
+            shape = _p_shape(self._config)
+            P = views["P"].reshape(self.n_hidden, self._core.ldp)
+            views["P"] = P[:, : int(np.prod(shape[1:]))].reshape(shape)
         return views
 
     def snapshot(self) -> Dict[str, np.ndarray]:
@@ -646,8 +746,9 @@ def _check_mask(n, rec_density, rec_mask, cell, seed) -> Optional[np.ndarray]:
     """The boolean (n, n) sparsity mask of W_rec, or None for a dense W_rec."""
     if rec_density is None and rec_mask is None:
         return None
-    if cell != "elman":
-        raise ValueError("rec_density and rec_mask apply to cell='elman' only")
+    if cell == "diag":
+        raise ValueError("rec_density and rec_mask apply to cell='elman' and cell='gru' "
+                         "only (the diag cell has no recurrent weight matrix)")
     if rec_density is not None and rec_mask is not None:
         raise ValueError("give rec_density or rec_mask, not both")
     if rec_mask is not None:
@@ -697,9 +798,17 @@ def _seed_words(seed: int) -> np.ndarray:
 
 # -- checkpoint validation ------------------------------------------------------
 
+def _p_shape(cfg) -> tuple:
+    """Public shape of exact RTRL's sensitivities (`_state_views`)."""
+    n, m = cfg["n_hidden"], cfg["n_in"]
+    if cfg["cell"] == "gru":
+        return (n, _layout.n_core(n, m, "gru"))
+    return (n, n, n + m + 1)
+
+
 _CONFIG_TYPES = dict(n_in=int, n_hidden=int, n_out=int, learner=str, optimizer=str,
                      lr=float, clip=(float, type(None)), normalize=bool, seed=int, init=str,
-                     cell=str, window=(int, type(None)), rec_density=(float, type(None)),
+                     cell=str, loss=str, window=(int, type(None)), rec_density=(float, type(None)),
                      rec_mask=bool, beta1=float, beta2=float, adam_eps=float,
                      norm_window=int)
 
@@ -713,6 +822,8 @@ def _checkpoint_spec(config: dict, file_size: int, load, where: str):
     option existed) is read as the initialisation those models had."""
     if "init" not in config:
         config = dict(config, init=_INIT_BEFORE_OPTION)
+    if "loss" not in config:
+        config = dict(config, loss=_LOSS_BEFORE_OPTION)
     if set(config) != set(_CONFIG_TYPES):
         odd = sorted(set(config) ^ set(_CONFIG_TYPES))
         raise CheckpointError(f"{where} holds an invalid configuration: unexpected or "
@@ -729,11 +840,13 @@ def _checkpoint_spec(config: dict, file_size: int, load, where: str):
                                   f"{value!r}")
     n, m, o = config["n_hidden"], config["n_in"], config["n_out"]
     if min(n, m, o) < 1 or config["cell"] not in CELLS or config["learner"] not in LEARNERS \
-            or config["optimizer"] not in OPTIMIZERS or config["init"] not in INITS:
+            or config["optimizer"] not in OPTIMIZERS or config["init"] not in INITS \
+            or config["loss"] not in LOSSES:
         raise CheckpointError(f"{where} holds an invalid configuration: n_in={m}, "
                               f"n_hidden={n}, n_out={o}, cell={config['cell']!r}, "
                               f"learner={config['learner']!r}, "
-                              f"optimizer={config['optimizer']!r}, init={config['init']!r}")
+                              f"optimizer={config['optimizer']!r}, init={config['init']!r}, "
+                              f"loss={config['loss']!r}")
     params = _layout.n_params(n, m, o, config["cell"])
     ring = (config["window"] or 0) * (2 * n + m + 1) if config["learner"] == "tbptt" else 0
     if 4 * (params + ring) > file_size:
@@ -752,7 +865,7 @@ def _checkpoint_spec(config: dict, file_size: int, load, where: str):
     for b in buffers:
         if b.kind not in ("param", "state"):
             continue
-        shape = (n, n, n + m + 1) if b.name == "P" else (b.size,)
+        shape = _p_shape(config) if b.name == "P" else (b.size,)
         spec[b.name] = ("<" + b.dtype, shape)
     # checkpoints written before the guard's lr_backoff hold one counter fewer
     counters = load("counters", "<i8", None, max_items=len(_STATE_COUNTERS))

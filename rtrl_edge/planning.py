@@ -61,7 +61,7 @@ def memory_bytes(n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
     """Exact `memory_bytes` of a model, computed without building it (for
     snap2, with the mask that ``seed=0`` draws)."""
     mask = _mask(n_hidden, rec_density) if learner == "snap2" else None
-    structure = _layout.snap2_structure(mask, n_in) if mask is not None else None
+    structure = _layout.snap2_structure(mask, n_in, cell) if mask is not None else None
     buffers = _layout.layout(n_hidden, n_in, n_out, cell=cell, learner=learner,
                              optimizer=optimizer,
                              window=window if learner == "tbptt" else None,
