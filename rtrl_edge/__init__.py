@@ -13,11 +13,13 @@ except ImportError as exc:  # pragma: no cover - only hit in an unbuilt source t
         "(pip install .) or build in place (python setup.py build_ext --inplace)."
     ) from exc
 
-from .model import CELLS, INITS, LEARNERS, OPTIMIZERS, CheckpointError, OnlineRNN
+from .model import CELLS, INITS, LEARNERS, LOSSES, OPTIMIZERS, CheckpointError, OnlineRNN
 from .forecast import Forecaster
 from .auto import AutoForecaster
+from .interop import from_torch, load_torch, to_torch
 from .planning import plan
 
 __version__ = "0.1.0"
-__all__ = ["OnlineRNN", "Forecaster", "AutoForecaster", "CheckpointError", "plan", "CELLS",
-           "LEARNERS", "OPTIMIZERS", "INITS", "__version__"]
+__all__ = ["OnlineRNN", "Forecaster", "AutoForecaster", "CheckpointError", "plan",
+           "from_torch", "load_torch", "to_torch", "CELLS", "LEARNERS", "LOSSES", "OPTIMIZERS",
+           "INITS", "__version__"]
