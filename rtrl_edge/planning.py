@@ -24,6 +24,8 @@ CANDIDATES: Tuple[Tuple[str, str, str], ...] = (
     ("uoro", "elman", "UORO, unbiased rank-one"),
     ("tbptt", "elman", "truncated BPTT"),
     ("rtrl", "diag", "diagonal cell, exact"),
+    ("rtrl", "gru", "GRU, exact RTRL"),
+    ("snap1", "gru", "GRU, SnAp-1"),
 )
 
 #: hidden sizes tried, smallest first
@@ -78,6 +80,8 @@ def work(n_in: int, n_hidden: int, n_out: int, *, learner: str, cell: str,
     common = o * n + 6 * p                       # readout, optimiser passes
     if cell == "diag":
         return common + 2 * n * (m + 1) + 4 * n * (2 * m + 4)
+    if cell == "gru":
+        return common + _gru_work(n, m, learner, window, rec_density)
     common += n * K                              # the Elman forward pass
     if learner == "rtrl":
         return common + n * n * n * K + 2 * n * n * K
@@ -90,6 +94,24 @@ def work(n_in: int, n_hidden: int, n_out: int, *, learner: str, cell: str,
     s = _layout.snap2_structure(_mask(n, rec_density), m)
     sizes, ld = np.diff(s["s_off"]), s["ld"]
     return common + float(np.sum(sizes * sizes * ld + 2 * sizes * ld + sizes * sizes))
+
+
+def _gru_work(n, m, learner, window, rec_density) -> float:
+    """The GRU's forward pass and learner (_gru.pyx): N = 3n(n+m+2) core
+    parameters, D_t formed from three n x n blocks."""
+    N = _layout.n_core(n, m, "gru")
+    forward = 3 * n * (n + m) + 20 * n
+    if learner == "rtrl":
+        return forward + n * n * N + 2 * n * N + 3 * n * n
+    if learner == "snap1":
+        return forward + 2 * N
+    if learner == "uoro":
+        return forward + 3 * n * n + 3 * N
+    if learner == "tbptt":
+        return forward + window * (N + 3 * n * n)
+    s = _layout.snap2_structure(_mask(n, rec_density), m, "gru")
+    sizes, ld = np.diff(s["s_off"]), s["ld"]
+    return forward + float(np.sum(sizes * sizes * ld + 2 * sizes * ld + 3 * sizes * sizes))
 
 
 _CALIBRATION: Dict[tuple, Tuple[float, float]] = {}
@@ -116,7 +138,7 @@ def calibrate(learner: str, cell: str, n_in: int, n_out: int, *, optimizer: str 
     from .model import OnlineRNN
     key = (learner, cell, n_in, n_out, optimizer, window, rec_density)
     if key not in _CALIBRATION:
-        sizes = (8, 16, 32) if learner == "rtrl" and cell == "elman" else (16, 64, 128)
+        sizes = (8, 16, 32) if learner == "rtrl" and cell != "diag" else (16, 64, 128)
         rows = []
         for n in sizes:
             net = OnlineRNN(n_in, n, n_out, **_config(learner, cell, n, n_in, n_out,

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .. import planning
-from .._layout import n_params
+from .._layout import n_core, n_params
 from ..forecast import Forecaster
 
 # The model flags of `rtrl-edge run` and their defaults (None in the parser,
@@ -161,8 +161,8 @@ def check_sizes(settings: Dict[str, object], channels: int, trace: int = 0,
     moments = ("sgd", "momentum", "adam").index(settings["optimizer"])
     p = n_params(n, m, o, settings["cell"])
     floor = 4 * (3 + moments) * p
-    if learner == "rtrl" and settings["cell"] == "elman":
-        floor += 4 * n * n * (n + m + 1)
+    if learner == "rtrl" and settings["cell"] != "diag":
+        floor += 4 * n * n_core(n, m, settings["cell"])
     if learner == "tbptt":
         floor += 4 * window * (2 * n + m + 1)
     exact = floor <= available
