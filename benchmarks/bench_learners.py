@@ -6,9 +6,12 @@ full learning step ``net.step(x, y)`` is timed call by call with
 configurations of one size are interleaved in rounds so that machine noise
 hits all alike.  Exact RTRL runs up to n = 128, the others up to 512.
 
-Targets (issue 3), reported as met or missed, never asserted:
-  snap1, uoro and cell="diag" at n = 256: under 50 µs per step;
-  snap2 at density 0.1: at least 20x cheaper than rtrl at n = 64.
+Targets, reported as met or missed, never asserted:
+  snap1, uoro and cell="diag" at n = 256: under 50 µs per step (issue 3);
+  snap2 at density 0.1: at least 20x cheaper than rtrl at n = 64 (issue 3);
+  cell="gru": exact RTRL at most 3.5x Elman's at every n measured, snap1 at
+  n = 256 at most 3x Elman's snap1 (issue 13; ratios of medians of the same
+  interleaved run).
 
     pip install ".[bench]" && python benchmarks/bench_learners.py
     python benchmarks/bench_learners.py --quick --no-write     # smoke run
@@ -41,8 +44,15 @@ CONFIGS = (
     ("uoro", dict(learner="uoro"), 512),
     ("tbptt k=16", dict(learner="tbptt", window=16), 512),
     ("diag (rtrl)", dict(cell="diag"), 512),
+    ("gru rtrl", dict(cell="gru", learner="rtrl"), 128),
+    ("gru snap2 d=0.1", dict(cell="gru", learner="snap2", rec_density=0.1), 512),
+    ("gru snap1", dict(cell="gru", learner="snap1"), 512),
+    ("gru uoro", dict(cell="gru", learner="uoro"), 512),
+    ("gru tbptt k=16", dict(cell="gru", learner="tbptt", window=16), 512),
 )
 SIZES = (8, 16, 32, 64, 128, 256, 512)
+#: the GRU's targets (issue 13): (GRU row, Elman row, sizes, at most this ratio)
+GRU_TARGETS = (("gru rtrl", "rtrl", SIZES, 3.5), ("gru snap1", "snap1", (256,), 3.0))
 
 
 def _reps(net, xs, ys, quick):
@@ -87,6 +97,17 @@ def evaluate_targets(results):
     out.append(dict(text="snap2 (density 0.1) at least 20x cheaper than rtrl at n=64",
                     value=ratio, unit="x", status="not measured" if ratio is None
                     else "met" if ratio >= 20 else "missed"))
+    for gru, elman, sizes, bound in GRU_TARGETS:
+        ratios = {n: med(gru, n) / med(elman, n) for n in sizes
+                  if med(gru, n) is not None and med(elman, n) is not None}
+        worst = max(ratios, key=ratios.get) if ratios else None
+        where = "" if worst is None else (
+            f" (worst at n={worst}; " + ", ".join(f"{r:.2f}x at n={n}"
+                                                  for n, r in ratios.items()) + ")")
+        out.append(dict(text=f"{gru} at most {bound:g}x {elman} per step at the same n"
+                        + where, value=None if worst is None else ratios[worst],
+                        unit="x ratio", status="not measured" if worst is None
+                        else "met" if ratios[worst] <= bound else "missed"))
     return out
 
 
@@ -112,7 +133,8 @@ def format_targets(targets):
     lines = []
     for t in targets:
         value = "—" if t["value"] is None else (
-            f"{t['value']:.1f} µs" if t["unit"] == "µs" else f"{t['value']:.1f}x")
+            f"{t['value']:.1f} µs" if t["unit"] == "µs"
+            else f"{t['value']:.2f}x" if t["unit"] == "x ratio" else f"{t['value']:.1f}x")
         mark = {"met": "**met**", "missed": "**MISSED**"}.get(t["status"], t["status"])
         lines.append(f"- {t['text']}: {value} -- {mark}")
     return "\n".join(lines)
