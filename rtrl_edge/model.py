@@ -67,6 +67,24 @@ class OnlineRNN:
     (n/2,), ``angle`` (n/2,), ``B`` (n, m), ``b`` (n,), ``W_out``, ``b_out``;
     exact RTRL for it costs O(n m) per step.
 
+    ``cell="gru"`` (§3.10) is PyTorch's ``nn.GRUCell``, with gate blocks in
+    the order r, z, n::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  u = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        c = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - u) * c + u * h
+
+    Parameters ``W_ih`` (3n, m), ``W_hh`` (3n, n), ``b_ih`` (3n,), ``b_hh``
+    (3n,), ``W_out``, ``b_out``: PyTorch's arrays as they are
+    (`rtrl_edge.interop` moves them).  Every learner trains it, at about
+    three times an Elman cell's cost (its sensitivity recursion: README,
+    "Gated cells and classification").
+
+    ``loss="softmax"`` (§3.9) makes the n_out outputs class scores: `step`,
+    `predict` and `forecast` return ``softmax(yhat)``, and the loss is the
+    cross-entropy ``-sum_q y[q] log p[q]`` against a class index or a
+    probability row (`step`), or class indices with -1 for "no label" or
+    probability rows (`gradient`).
+
     Learners (how the sensitivities dh/dW are carried; DESIGN §3.2-3.6):
 
     ========= ==================================================== =============
@@ -87,8 +105,12 @@ class OnlineRNN:
         Inputs m, hidden units n, outputs o (all >= 1).
     learner : {"rtrl", "snap1", "snap2", "uoro", "tbptt"}
         How sensitivities are carried (table above).
-    cell : {"elman", "diag"}
+    cell : {"elman", "diag", "gru"}
         The recurrence; "diag" needs learner="rtrl" and an even n_hidden.
+    loss : {"mse", "softmax"}, default "mse"
+        Squared error (regression), or softmax cross-entropy over n_out >= 2
+        classes.  Saved in checkpoints; files from before the option load as
+        "mse".
     optimizer : {"sgd", "momentum", "adam"}
         Online optimiser; its moments are preallocated.
     lr : float
@@ -99,7 +121,8 @@ class OnlineRNN:
         Normalise inputs and targets by running mean and variance (exact for
         the first ``norm_window`` samples, exponentially forgetting after);
         predictions are returned in the targets' own units and the loss is
-        measured in normalised units.
+        measured in normalised units.  With ``loss="softmax"`` only the
+        inputs are normalised.
     seed : int
         Seed of the weight initialisation.
     init : {"gaussian", "uniform", "orthogonal"}, default "gaussian"
@@ -196,7 +219,11 @@ class OnlineRNN:
     uoro ``n*K + 3*n`` floats and 2 int64; tbptt ``window*(K + n) + 2*n`` floats
     and 2 int64; the diag cell ``n*(2*m + 4)`` trace floats and ``2*n`` of
     scratch (and ``n*(m+2)`` instead of ``n*K`` core parameters).  A mask adds
-    ``n*n`` floats.
+    ``n*n`` floats.  The GRU has ``N = 3n(n+m+2)`` core parameters where
+    Elman has ``n*K``, ``11*n`` floats of gate scratch, and rtrl's P is
+    ``n * ceil(N/16)*16`` floats plus an ``n*n`` D_t; snap1 and uoro keep
+    ``N`` floats of traces, tbptt ``window*(K + 5n)``
+    (``_layout.layout`` is the exact account).
     """
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
@@ -467,7 +494,8 @@ class OnlineRNN:
 
     @property
     def last_loss(self) -> float:
-        """0.5*||yhat - y||^2 of the latest learning step, in normalised units."""
+        """0.5*||yhat - y||^2 of the latest learning step, in normalised units
+        (the cross-entropy in nats with ``loss="softmax"``)."""
         return float(self._core.last_loss)
 
     # -- per sample --------------------------------------------------------
@@ -476,12 +504,16 @@ class OnlineRNN:
         """Predict from ``x`` (shape ``(n_in,)``), then learn from ``y``.
 
         Returns the prediction ``yhat_t`` (float32, shape ``(n_out,)``, a new
-        array) made before learning.  With ``y`` (shape ``(n_out,)``) the model
-        takes one online update; without it the state and the sensitivities
-        still advance, so learning from later targets stays exact.
+        array) made before learning -- the class probabilities with
+        ``loss="softmax"``.  With ``y`` the model takes one online update: a
+        target of shape ``(n_out,)``, or for softmax a class index (an integer
+        in ``[0, n_out)``, or a float with an integral value) or a probability
+        row (non-negative, summing to 1 within 1e-3).  Without it the state
+        and the sensitivities still advance, so learning from later targets
+        stays exact.
 
         Raises ValueError, changing nothing, if ``x`` or ``y`` has the wrong
-        shape, is not numeric, or is not finite.
+        shape, is not numeric, is not finite, or is not a valid label.
         """
         return self._core.step(x, y)
 
