@@ -40,6 +40,9 @@ class Forecaster:
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) \
                 or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        if delta and net.loss != "mse":
+            raise ValueError(f"delta=True forecasts a change of the target's value: it "
+                             f"needs loss='mse', got loss={net.loss!r}")
         if delta and net.n_in < net.n_out:
             raise ValueError(f"delta=True reads the target's current value from the first "
                              f"n_out={net.n_out} inputs, but n_in={net.n_in}")

@@ -248,3 +248,15 @@ def test_predictions_are_the_softmax_of_the_reference_logits():
     _, yhats = reference.forward(p, xs)
     got = np.array([net.step(x, 0) for x in xs])
     np.testing.assert_allclose(got, [softmax(v) for v in yhats], rtol=1e-5, atol=1e-7)
+
+
+def test_forecaster_with_softmax_forecasts_classes_but_not_deltas():
+    """A Forecaster over a softmax model forecasts the class h steps ahead
+    (probabilities); delta=True, a change of value, is refused."""
+    from rtrl_edge import Forecaster
+    with pytest.raises(ValueError, match="delta=True .* needs loss='mse'"):
+        Forecaster(make(), 2, delta=True)
+    f = Forecaster(make(), 2)
+    for t in range(10):
+        p = f.update(np.eye(N_OUT)[t % N_OUT][:N_IN], np.eye(N_OUT)[t % N_OUT])
+    assert abs(p.sum() - 1) < 1e-5 and f.stats["learned"] == 8
