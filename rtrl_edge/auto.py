@@ -382,7 +382,7 @@ class AutoForecaster:
             if stored != json.loads(json.dumps(dict(m.net.config, rec_mask=False))):
                 raise CheckpointError(f"{where}: member {i}'s model configuration does not "
                                       f"match the forecaster's")
-            _check_values(sub, where)
+            _check_values(sub, m.net.config, where)
             m.net._restore(sub)
         try:
             fc.restore({k[4:]: v for k, v in arrays.items() if k.startswith("mix:")})

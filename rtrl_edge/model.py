@@ -218,7 +218,7 @@ class OnlineRNN:
     uoro ``n*K + 3*n`` floats and 2 int64; tbptt ``window*(K + n) + 2*n`` floats
     and 2 int64; the diag cell ``n*(2*m + 4)`` trace floats and ``2*n`` of
     scratch (and ``n*(m+2)`` instead of ``n*K`` core parameters).  A mask adds
-    ``n*n`` floats.  The GRU has ``N = 3n(n+m+2)`` core parameters where
+    ``n*n`` floats.  The GRU has ``N = 3*n*(n+m+2)`` core parameters where
     Elman has ``n*K``, ``11*n`` floats of gate scratch, and rtrl's P is
     ``n * ceil(N/16)*16`` floats plus an ``n*n`` D_t; snap1 and uoro keep
     ``N`` floats of traces, tbptt ``window*(K + 5n)``
@@ -665,7 +665,7 @@ class OnlineRNN:
                 mask is not None and not np.array_equal(mask, net._mask)):
             raise CheckpointError(f"{where}: the stored W_rec mask does not match its "
                                   f"configuration")
-        _check_values(arrays, where)
+        _check_values(arrays, config, where)
         net._restore(arrays)
         extra = {k[len(_EXTRA):]: v for k, v in arrays.items() if k.startswith(_EXTRA)}
         return net, extra
@@ -765,7 +765,8 @@ def _checkpoint_spec(config: dict, file_size: int, load, where: str):
                               f"optimizer={config['optimizer']!r}, init={config['init']!r}, "
                               f"loss={config['loss']!r}")
     params = _layout.n_params(n, m, o, config["cell"])
-    ring = (config["window"] or 0) * (2 * n + m + 1) if config["learner"] == "tbptt" else 0
+    per_step = n + m + 1 + (5 * n if config["cell"] == "gru" else n)     # ring_z, ring_d
+    ring = (config["window"] or 0) * per_step if config["learner"] == "tbptt" else 0
     if 4 * (params + ring) > file_size:
         raise CheckpointError(f"{where} claims a model of {4 * (params + ring):,} bytes of "
                               f"parameters and state in a {file_size:,}-byte file")
@@ -792,10 +793,10 @@ def _checkpoint_spec(config: dict, file_size: int, load, where: str):
     return config, mask, spec
 
 
-def _check_values(arrays: Dict[str, np.ndarray], where: str) -> None:
+def _check_values(arrays: Dict[str, np.ndarray], config: dict, where: str) -> None:
     """Values a valid model can hold: finite floats, non-negative variances,
-    moments and counters, a tbptt ring position inside its window, a live
-    random state."""
+    moments and counters, a tbptt ring position inside the configuration's
+    window (the kernel indexes the ring with it), a live random state."""
     for name, a in arrays.items():
         if name.startswith(_EXTRA):
             continue
@@ -809,7 +810,7 @@ def _check_values(arrays: Dict[str, np.ndarray], where: str) -> None:
         raise CheckpointError(f"{where}: lr_backoff {int(counters[6])} is beyond the "
                               f"guard's {_kernels.GUARD['max_backoff']} halvings")
     if "ring" in arrays:
-        window = len(arrays["ring_d"]) // max(len(arrays["h"]), 1)
+        window = config["window"]
         pos, held = (int(v) for v in arrays["ring"])
         if not (0 <= pos < window and 0 <= held <= window):
             raise CheckpointError(f"{where}: the tbptt ring position ({pos}, {held}) is "
