@@ -96,7 +96,10 @@ def test_learners_benchmark_quick_run(monkeypatch):
             row = out["results"][n][label]
             assert positive_finite(row["median_us"]) and row["p99_us"] >= row["median_us"]
             assert row["memory_bytes"] == rtrl_edge.OnlineRNN(8, int(n), 1, **kw).memory_bytes
-    assert [t["status"] for t in out["targets"]] == ["not measured"] * 4
+    # at n = 8 and 16 only the GRU rtrl ratio (every size measured) is measured
+    status = [t["status"] for t in out["targets"]]
+    assert status[:4] + status[5:] == ["not measured"] * 5
+    assert status[4] in ("met", "missed") and out["targets"][4]["value"] > 0
     sys.modules.pop("bench_step", None)
 
 

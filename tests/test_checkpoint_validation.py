@@ -27,6 +27,19 @@ from rtrl_edge.checkpoint import CheckpointError
 KEY = b"0123456789abcdef-test-key"
 
 
+LEARNERS = ("rtrl", "snap1", "snap2", "uoro", "tbptt")
+# (learner, cell, loss) of the models whose checkpoints are mutated and crafted
+MODELS = ([(learner, "elman", "mse") for learner in LEARNERS]
+          + [(learner, "gru", "mse") for learner in LEARNERS] + [("rtrl", "gru", "softmax")])
+
+
+def target(net, rng=None):
+    """A valid target for `net`: a row of 2 (mse), a class of 2 (softmax)."""
+    if net.loss == "softmax":
+        return 1 if rng is None else int(rng.integers(2))
+    return np.ones(2) if rng is None else rng.normal(size=2)
+
+
 def trained(learner="rtrl", optimizer="adam", **kw):
     if learner == "tbptt":
         kw.setdefault("window", 4)
@@ -36,7 +49,7 @@ def trained(learner="rtrl", optimizer="adam", **kw):
                               normalize=True, seed=3, **kw)
     rng = np.random.default_rng(0)
     for _ in range(12):
-        net.step(rng.normal(size=3), rng.normal(size=2))
+        net.step(rng.normal(size=3), target(net, rng))
     return net
 
 
@@ -150,6 +163,9 @@ def crafted_variants(arrays):
     yield "n_hidden zero", with_config(n_hidden=0)
     yield "negative window", with_config(learner="tbptt", window=-3)
     yield "unknown learner", with_config(learner="magic")
+    yield "other cell", with_config(cell="elman" if cfg["cell"] == "gru" else "gru")
+    yield "unknown loss", with_config(loss="hinge")
+    yield "loss as number", with_config(loss=1)
     yield "unknown init", with_config(init="xavier")
     yield "init as number", with_config(init=3)
     yield "init null", with_config(init=None)
@@ -181,8 +197,10 @@ def crafted_variants(arrays):
     yield "missing theta", {k: v for k, v in arrays.items() if k != "theta"}
 
 
-def test_crafted_fields_give_checkpoint_error_only(tmp_path):
-    net = trained()
+@pytest.mark.parametrize("kw", [dict(), dict(cell="gru"), dict(cell="gru", loss="softmax")],
+                         ids=["elman", "gru", "gru-softmax"])
+def test_crafted_fields_give_checkpoint_error_only(tmp_path, kw):
+    net = trained(**kw)
     good = tmp_path / "good.npz"
     net.save(good)
     arrays = members(good)
@@ -197,11 +215,13 @@ def test_crafted_fields_give_checkpoint_error_only(tmp_path):
     assert same_model(rtrl_edge.OnlineRNN.load(good), net)
 
 
-@pytest.mark.parametrize("ring", [(10 ** 9, 0), (-1, 0), (0, 5), (0, -1)])
-def test_a_tbptt_ring_position_outside_its_window_is_refused(tmp_path, ring):
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+@pytest.mark.parametrize("ring", [(10 ** 9, 0), (-1, 0), (4, 0), (0, 5), (0, -1)],
+                         ids=lambda r: f"pos{r[0]}-held{r[1]}")
+def test_a_tbptt_ring_position_outside_its_window_is_refused(tmp_path, ring, cell):
     """The compiled tbptt kernel indexes its ring with this position: a
     crafted value would write outside the arena."""
-    net = trained("tbptt")
+    net = trained("tbptt", cell=cell)
     path = tmp_path / "t.npz"
     net.save(path)
     arrays = members(path)
@@ -211,8 +231,9 @@ def test_a_tbptt_ring_position_outside_its_window_is_refused(tmp_path, ring):
         rtrl_edge.OnlineRNN.load(path)
 
 
-def test_an_all_zero_random_state_is_refused(tmp_path):
-    net = trained("uoro")
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+def test_an_all_zero_random_state_is_refused(tmp_path, cell):
+    net = trained("uoro", cell=cell)
     path = tmp_path / "u.npz"
     net.save(path)
     arrays = members(path)
@@ -222,12 +243,12 @@ def test_an_all_zero_random_state_is_refused(tmp_path):
         rtrl_edge.OnlineRNN.load(path)
 
 
-@pytest.mark.parametrize("learner", ["rtrl", "snap1", "snap2", "uoro", "tbptt"])
-def test_seeded_member_mutations_never_escape(tmp_path, learner):
+@pytest.mark.parametrize("learner,cell,loss", MODELS, ids=["-".join(m) for m in MODELS])
+def test_seeded_member_mutations_never_escape(tmp_path, learner, cell, loss):
     """Property, fixed seed: any member replaced by random bytes of random
     dtype and shape, checksum recomputed, raises CheckpointError or loads a
     model that then steps normally."""
-    net = trained(learner)
+    net = trained(learner, cell=cell, loss=loss)
     good = tmp_path / "good.npz"
     net.save(good)
     arrays = members(good)
@@ -258,7 +279,7 @@ def test_seeded_member_mutations_never_escape(tmp_path, learner):
         write_members(path, variant)
         got = load_or_error(path)
         if not isinstance(got, CheckpointError):
-            got.step(np.ones(3), np.ones(2))
+            got.step(np.ones(3), target(got))
 
 
 def test_a_checkpoint_from_before_the_guard_loads_with_a_full_learning_rate(tmp_path):
@@ -274,8 +295,10 @@ def test_a_checkpoint_from_before_the_guard_loads_with_a_full_learning_rate(tmp_
     assert loaded.stats["lr_scale"] == 1.0 and loaded.stats["steps"] == net.stats["steps"]
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(learner="snap2"), dict(cell="diag")],
-                         ids=["elman", "masked", "diag"])
+@pytest.mark.parametrize("kw", [dict(), dict(learner="snap2"), dict(cell="diag"),
+                                dict(cell="gru"), dict(cell="gru", learner="snap2"),
+                                dict(cell="gru", loss="softmax")],
+                         ids=["elman", "masked", "diag", "gru", "gru-masked", "gru-softmax"])
 def test_a_checkpoint_from_before_init_loads_as_gaussian(tmp_path, kw):
     """Files written before the `init` option hold no "init" in their
     configuration: they load as "gaussian", the initialisation they were
@@ -293,7 +316,7 @@ def test_a_checkpoint_from_before_init_loads_as_gaussian(tmp_path, kw):
     assert loaded.config == net.config
     assert same_model(loaded, net)
     x = np.ones(3)
-    np.testing.assert_array_equal(loaded.step(x, x[:2]), net.step(x, x[:2]))
+    np.testing.assert_array_equal(loaded.step(x, target(net)), net.step(x, target(net)))
 
 
 def test_an_impossible_learning_rate_backoff_is_refused(tmp_path):

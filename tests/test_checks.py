@@ -2,9 +2,9 @@
 
 In the manner of river's ``river/checks/``: the same checks run against every
 valid configuration of ``OnlineRNN`` -- exact RTRL, SnAp-1, SnAp-2 (sparse
-and dense mask), UORO and TBPTT(5) on the Elman cell, exact RTRL on the
-diagonal (rotation-decay) cell -- each with ``sgd`` and ``adam``, with the
-normaliser on and off.  ``CONFIGS`` is the list; the ``make`` fixture builds a
+and dense mask), UORO and TBPTT(5) on the Elman cell and on the GRU, exact
+RTRL on the diagonal (rotation-decay) cell -- each with ``sgd`` and ``adam``,
+with the normaliser on and off.  ``CONFIGS`` is the list; the ``make`` fixture builds a
 fresh model of the configuration under test.  Every configuration has to pass
 every check; a new learner or cell is covered by adding one line to ``BASE``.
 
@@ -43,10 +43,12 @@ Checks (one test function each, run once per configuration):
 - constructor errors (not per configuration): tbptt without window or with
   window 0, snap2 with a mask of the wrong shape, rec_density outside (0, 1],
   cell="diag" with odd n_hidden or with a learner other than rtrl, an unknown
-  cell: ValueError naming the argument; every valid configuration builds
-  with every optimiser and reports its arguments in ``config``;
-- snap2 with an explicit rec_mask: W_rec is zero off the mask and stays so
-  while learning, config keeps the mask, save/load keeps it.
+  cell, a GRU mask shaped like W_hh (3n, n) instead of one block (n, n):
+  ValueError naming the argument; every valid configuration builds with
+  every optimiser and reports its arguments in ``config``;
+- snap2 with an explicit rec_mask: W_rec (each of the GRU's three W_hh
+  blocks) is zero off the mask and stays so while learning, config keeps
+  the mask, save/load keeps it.
 
 Sizes are small (3 inputs, 6 hidden units, 2 outputs) so the whole file runs in
 well under a minute.
@@ -70,6 +72,8 @@ CLIP = 1.0
 
 ELMAN_PARAMS = {"W_in", "W_rec", "b", "W_out", "b_out"}
 DIAG_PARAMS = {"decay", "angle", "B", "b", "W_out", "b_out"}
+GRU_PARAMS = {"W_ih", "W_hh", "b_ih", "b_hh", "W_out", "b_out"}
+CELL_PARAMS = {"elman": ELMAN_PARAMS, "diag": DIAG_PARAMS, "gru": GRU_PARAMS}
 
 # learner x cell: (id, constructor arguments)
 BASE = [
@@ -80,6 +84,12 @@ BASE = [
     ("uoro-elman", dict(learner="uoro", cell="elman")),
     ("tbptt5-elman", dict(learner="tbptt", cell="elman", window=5)),
     ("rtrl-diag", dict(learner="rtrl", cell="diag")),
+    ("rtrl-gru", dict(learner="rtrl", cell="gru")),
+    ("snap1-gru", dict(learner="snap1", cell="gru")),
+    ("snap2-gru-d0.25", dict(learner="snap2", cell="gru", rec_density=0.25)),
+    ("snap2-gru-dense", dict(learner="snap2", cell="gru")),
+    ("uoro-gru", dict(learner="uoro", cell="gru")),
+    ("tbptt5-gru", dict(learner="tbptt", cell="gru", window=5)),
 ]
 CONFIGS = [
     pytest.param(dict(kwargs, optimizer=optimizer, normalize=normalize),
@@ -138,7 +148,7 @@ def assert_same_snapshot(a, b, skip=()):
 
 
 def assert_params_match_names(net, config):
-    expected = DIAG_PARAMS if config.get("cell") == "diag" else ELMAN_PARAMS
+    expected = CELL_PARAMS[config.get("cell", "elman")]
     assert set(net.params) == expected, sorted(net.params)
 
 
@@ -546,7 +556,7 @@ def test_divergence_never_poisons_the_model(make):
 # Snapshot entries that reset_state() must leave alone: parameters (by any
 # name), optimiser moments, normaliser statistics and counters.  Everything
 # else in the snapshot is state or a learner buffer and must be zero after it.
-KEPT_BY_RESET = ELMAN_PARAMS | DIAG_PARAMS | {"theta", "m1", "m2", "x_mean", "x_var",
+KEPT_BY_RESET = ELMAN_PARAMS | DIAG_PARAMS | GRU_PARAMS | {"theta", "m1", "m2", "x_mean", "x_var",
                                               "y_mean", "y_var", "counts", "counters"}
 
 
@@ -677,6 +687,9 @@ BAD_CONSTRUCTOR_ARGS = [
     (dict(learner="snap2", cell="diag"), r"cell|learner"),
     (dict(learner="uoro", cell="diag"), r"cell|learner"),
     (dict(learner="tbptt", cell="diag", window=5), r"cell|learner"),
+    (dict(learner="snap2", cell="gru", rec_mask=np.ones((3 * N_HIDDEN, N_HIDDEN), bool)),
+     "rec_mask"),
+    (dict(learner="snap2", cell="gru", rec_density=0.0), "rec_density"),
     (dict(cell="lstm"), "cell"),
     (dict(cell=""), "cell"),
     (dict(cell=3), "cell"),
@@ -709,20 +722,28 @@ def test_constructor_accepts_every_configuration(name, kwargs):
         assert np.all(np.isfinite(net.step(np.ones(N_IN), np.zeros(N_OUT))))
 
 
-def test_rec_mask_is_the_sparsity_of_w_rec(tmp_path):
-    """snap2 with an explicit mask: W_rec is zero off the mask at
-    construction and stays zero while learning; with rec_density=0.25 about
-    a quarter of W_rec is non-zero."""
+def recurrent_blocks(net):
+    """W_rec as (1, n, n), the GRU's W_hh as its three (n, n) gate blocks."""
+    w = net.params["W_hh" if net.cell == "gru" else "W_rec"]
+    return w.reshape(-1, N_HIDDEN, N_HIDDEN)
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+def test_rec_mask_is_the_sparsity_of_w_rec(tmp_path, cell):
+    """snap2 with an explicit mask: W_rec (every W_hh block of the GRU) is
+    zero off the mask at construction and stays zero while learning; with
+    rec_density=0.25 about a quarter of it is non-zero."""
     rng = np.random.default_rng(3)
     mask = rng.uniform(size=(N_HIDDEN, N_HIDDEN)) < 0.3
     np.fill_diagonal(mask, True)
     net = rtrl_edge.OnlineRNN(N_IN, N_HIDDEN, N_OUT, learner="snap2", rec_mask=mask,
-                              optimizer="adam", lr=LR)
-    assert np.all(net.params["W_rec"][~mask] == 0)
-    assert np.all(net.params["W_rec"][mask] != 0)
+                              optimizer="adam", lr=LR, cell=cell)
+    assert np.all(recurrent_blocks(net)[:, ~mask] == 0)
+    assert np.all(recurrent_blocks(net)[:, mask] != 0)
+    before = recurrent_blocks(net).copy()
     warm(net, steps=200)
-    assert np.all(net.params["W_rec"][~mask] == 0)
-    assert np.any(net.params["W_rec"][mask] != 0)
+    assert np.all(recurrent_blocks(net)[:, ~mask] == 0)
+    assert np.all(recurrent_blocks(net)[:, mask] != before[:, mask])
     cfg = net.config                        # "the constructor arguments" include the mask
     rebuilt = rtrl_edge.OnlineRNN(cfg.pop("n_in"), cfg.pop("n_hidden"), cfg.pop("n_out"), **cfg)
     assert rebuilt.rec_mask is not None, "config lost the explicit rec_mask"
@@ -734,7 +755,10 @@ def test_rec_mask_is_the_sparsity_of_w_rec(tmp_path):
     xs, ys = stream(50, seed=4)
     for t in range(50):
         np.testing.assert_array_equal(loaded.step(xs[t], ys[t]), net.step(xs[t], ys[t]))
-    assert np.all(loaded.params["W_rec"][~mask] == 0)
-    dense = rtrl_edge.OnlineRNN(N_IN, 16, N_OUT, learner="snap2", rec_density=0.25)
-    nonzero = np.count_nonzero(dense.params["W_rec"])
-    assert 0.1 * 256 <= nonzero <= 0.45 * 256, nonzero
+    assert np.all(recurrent_blocks(loaded)[:, ~mask] == 0)
+    dense = rtrl_edge.OnlineRNN(N_IN, 16, N_OUT, learner="snap2", rec_density=0.25,
+                                cell=cell)
+    w = dense.params["W_hh" if cell == "gru" else "W_rec"].reshape(-1, 16, 16)
+    nonzero = np.count_nonzero(w, axis=(1, 2))
+    assert np.all((0.1 * 256 <= nonzero) & (nonzero <= 0.45 * 256)), nonzero
+    assert np.all(w[:, ~dense.rec_mask] == 0)

@@ -23,6 +23,9 @@ Y_SHAPE = r"\(2,\)"
 # not rejected_inputs, so every key must stay bit-identical on a rejection.
 
 
+CELLS = ("elman", "gru")        # the cells with a dense recurrent matrix, every learner
+
+
 def warm_net(**kwargs):
     """A net whose state, sensitivities and optimiser moments are all non-zero."""
     kwargs.setdefault("optimizer", "adam")
@@ -211,11 +214,12 @@ def test_random_x_values_finite_accepted_non_finite_rejected(values):
         assert_rejected(net, lambda: net.predict(x), "finite")
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_rejections_with_normalizer_and_every_optimizer(optimizer):
+def test_rejections_with_normalizer_and_every_optimizer(optimizer, cell):
     """The normaliser statistics and the optimiser moments are state too: a
     rejected x or y (checked after x was accepted) must leave them alone."""
-    net = warm_net(normalize=True, optimizer=optimizer, clip=1.0)
+    net = warm_net(normalize=True, optimizer=optimizer, clip=1.0, cell=cell)
     nan_y = GOOD_Y.copy()
     nan_y[1] = np.nan
     inf_x = GOOD_X.copy()
@@ -381,7 +385,8 @@ def test_constructor_accepts_the_documented_options():
 # ------------------------------------------------------------------ divergence guard
 
 
-def test_divergence_guard_keeps_last_good_parameters():
+@pytest.mark.parametrize("cell", CELLS)
+def test_divergence_guard_keeps_last_good_parameters(cell):
     """SGD with lr = 0.1.  A finite target of 1e30 makes the gradient overflow
     float32: the update is skipped, the parameters stay exactly as they were,
     divergence_recoveries goes up by one and the learning rate is kept (an
@@ -391,15 +396,17 @@ def test_divergence_guard_keeps_last_good_parameters():
     snapshot comes back -- refreshed only after GUARD_EVERY calm updates, so
     here still the initial parameters, not those of the latest update -- and
     the learning rate halves.  (tests/test_guard.py covers the rest.)"""
-    net = rtrl_edge.OnlineRNN(1, 4, 1, learner="rtrl", optimizer="sgd", lr=0.1, seed=0)
+    net = rtrl_edge.OnlineRNN(1, 4, 1, learner="rtrl", optimizer="sgd", lr=0.1, seed=0,
+                              cell=cell)
     x = np.array([0.5], dtype=np.float32)
     huge = np.array([1e30], dtype=np.float32)
-    initial = {name: net.params[name].copy() for name in PARAM_NAMES}
+    names = list(net.params)
+    initial = {name: net.params[name].copy() for name in names}
 
     net.step(x, huge)  # 1: overflow
     assert net.stats["divergence_recoveries"] == 1
     assert net.stats["lr_scale"] == 1.0
-    for name in PARAM_NAMES:
+    for name in names:
         np.testing.assert_array_equal(net.params[name], initial[name], err_msg=name)
     snap = net.snapshot()
     assert np.all(np.isfinite(snap["h"])) and np.all(np.isfinite(snap["P"]))
@@ -409,45 +416,50 @@ def test_divergence_guard_keeps_last_good_parameters():
         net.step(x, np.array([0.1], dtype=np.float32))  # 2: ordinary targets
     assert net.stats["divergence_recoveries"] == 1
     assert net.stats["updates"] == updates + 3
-    assert any(not np.array_equal(net.params[n], initial[n]) for n in PARAM_NAMES)
-    for name in PARAM_NAMES:
+    assert any(not np.array_equal(net.params[n], initial[n]) for n in names)
+    for name in names:
         assert np.all(np.isfinite(net.params[name])), name
 
     net.step(x, huge)  # 3: overflow again, soon -> back to the snapshot, lr halved
     assert net.stats["divergence_recoveries"] == 2
     assert net.stats["lr_scale"] == 0.5
-    for name in PARAM_NAMES:
+    for name in names:
         np.testing.assert_array_equal(net.params[name], initial[name], err_msg=name)
 
 
-def test_non_finite_value_written_into_live_params_is_repaired():
+@pytest.mark.parametrize("cell", CELLS)
+def test_non_finite_value_written_into_live_params_is_repaired(cell):
     """A NaN written through the live params view must not poison the model:
     the next step restores the last good parameters (the snapshot of the
     latest calm refresh, after 200 ordinary updates no longer the initial
     ones) and counts a recovery."""
-    net = rtrl_edge.OnlineRNN(2, 3, 1, learner="rtrl", optimizer="sgd", lr=0.1, seed=0)
-    initial = net.params["W_in"].copy()
+    net = rtrl_edge.OnlineRNN(2, 3, 1, learner="rtrl", optimizer="sgd", lr=0.1, seed=0,
+                              cell=cell)
+    w_in = "W_ih" if cell == "gru" else "W_in"
+    initial = net.params[w_in].copy()
     rng = np.random.default_rng(4)
     for _ in range(200):
         net.step(rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 1))
     good = net._core.buffers["good"].copy()
     assert not np.array_equal(good, net._core.buffers["theta"])   # not a per-step copy
-    net.params["W_in"][0, 0] = np.nan
+    net.params[w_in][0, 0] = np.nan
     out = net.step(np.array([0.1, 0.2]))  # no target: nothing else should move
     assert np.all(np.isfinite(out))
     assert net.stats["divergence_recoveries"] == 1
     np.testing.assert_array_equal(net._core.buffers["theta"], good)
-    assert not np.array_equal(net.params["W_in"], initial)
+    assert not np.array_equal(net.params[w_in], initial)
 
 
-def test_absurd_learning_rate_never_poisons_the_parameters():
+@pytest.mark.parametrize("cell", CELLS)
+def test_absurd_learning_rate_never_poisons_the_parameters(cell):
     """lr = 1e30 over 60 ordinary samples: weights explode, updates overflow,
     yet every parameter stays finite after every step and recoveries are counted."""
-    net = rtrl_edge.OnlineRNN(2, 6, 1, learner="rtrl", optimizer="sgd", lr=1e30, seed=0)
+    net = rtrl_edge.OnlineRNN(2, 6, 1, learner="rtrl", optimizer="sgd", lr=1e30, seed=0,
+                              cell=cell)
     rng = np.random.default_rng(3)
     for _ in range(60):
         net.step(rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 1))
-        for name in PARAM_NAMES:
+        for name in net.params:
             assert np.all(np.isfinite(net.params[name])), name
         snap = net.snapshot()
         assert np.all(np.isfinite(snap["h"])) and np.all(np.isfinite(snap["P"]))

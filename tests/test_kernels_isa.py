@@ -65,6 +65,9 @@ def test_unknown_isa_is_a_clear_error(monkeypatch):
 CONFIGS = [dict(learner="snap1"), dict(learner="snap2", rec_density=0.3),
            dict(learner="uoro"), dict(learner="tbptt", window=4), dict(cell="diag"),
            dict(learner="rtrl", rec_density=0.5)]
+# the GRU: rtrl runs the blocked product with its D_t, snap2 the product per block
+CONFIGS += [dict(cell="gru", **c) for c in [dict(learner="rtrl")] + CONFIGS
+            if c.get("cell") != "diag"]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))

@@ -2,8 +2,8 @@
 
 The configurations are those of the shared check suite (``test_checks.BASE``:
 rtrl, snap1, snap2 with density 0.25 and dense, uoro, tbptt(5) on the Elman
-cell, rtrl on the diag cell), each with adam and with sgd, 16 hidden units,
-clip = 1.0.  Every number is the mean over model seeds 0, 1, 2 (data fixed).
+cell and on the GRU, rtrl on the diag cell), each with adam and with sgd, 16
+hidden units, clip = 1.0.  Every number is the mean over model seeds 0, 1, 2 (data fixed).
 ``python benchmarks/bench_learning.py`` runs the same functions and writes the
 table to ``benchmarks/learning.md``.
 
@@ -70,7 +70,41 @@ kernels give e.g. rtrl/adam 1.258, uoro/adam 1.369, diag/adam 1.034):
     ===================  =======  =======  =========
 
 Asserted: mean RMSE < 0.75 x the untrained model's and < 0.9 x the baseline,
-and for every seed below both.  The whole file runs in a few seconds.
+and for every seed below both.
+
+GRU (cell="gru", every learner; the same bounds).  Memory task learning
+rates adam 3e-3, sgd 2e-1 (its sigmoid gates, slopes <= 1/4, make the plain
+gradient small: at sgd 3e-2 rtrl only reaches 0.113, 0.68 x frozen);
+respiration as Elman (adam 3e-3, sgd 1e-2).  Measured when written (AVX2
+kernels, AMD EPYC; the portable kernels give the same to 3 digits except
+uoro; mean of seeds 0-2; untrained GRU 0.193 on the memory task, 1.991 mm on
+the respiration, snap2-gru-d0.25 0.191 and 2.017 mm):
+
+    ===================  ================  ================
+                          memory task       respiration, mm
+    configuration         adam     sgd      adam     sgd
+    ===================  =======  =======  =======  =======
+    rtrl-gru              0.0026   0.0050   1.040    1.013
+    snap1-gru             0.0051  (0.1415)  0.997    1.065
+    snap2-gru-d0.25      (0.0073) (0.0666)  0.975    1.093
+    snap2-gru-dense       0.0026   0.0050   1.040    1.013
+    uoro-gru             (0.1152) (0.2624) (1.703)  (1.476)
+    tbptt5-gru            0.0025   0.0051   1.094    1.039
+    ===================  =======  =======  =======  =======
+
+In parentheses: not asserted (``NOT_LEARNT``).  The approximations snap1 and
+sparse snap2 do not learn the 3-step memory with sgd (0.91 and 0.63 x the
+frozen net for their worst seed, bound 0.5); uoro on the GRU (912 core
+parameters against Elman's 288, so a noisier rank-one estimate) learns
+neither task (memory 0.77 x frozen with adam; respiration with adam
+no better than repeating the last value, 1.703 against 1.709 mm, with sgd
+1.476, within 1 % of the 0.75 x untrained bound).  snap2-gru-d0.25 with
+adam learns the memory task (0.047 x frozen at worst) but not without the
+divergence guard: for seed 0 its sensitivities grow from ~1 to 5e19 over
+steps 2,300-3,960 (the SnAp-2 recursion restricted to the mask is unstable
+for those weights; the float64 reference, tests/reference_gru.py, grows
+alike from the same parameters) and one recovery is taken, which
+``memory_loss`` does not allow.  The whole file runs in about 15 s.
 """
 
 import functools
@@ -92,15 +126,15 @@ DELAY = 3
 STEPS = 5000
 WINDOW = 1000
 DATA_SEED = 1234
-MEMORY_LR = {("adam", "elman"): 3e-3, ("adam", "diag"): 1e-2,
-             ("sgd", "elman"): 3e-2, ("sgd", "diag"): 1e-1}
+MEMORY_LR = {("adam", "elman"): 3e-3, ("adam", "diag"): 1e-2, ("adam", "gru"): 3e-3,
+             ("sgd", "elman"): 3e-2, ("sgd", "diag"): 1e-1, ("sgd", "gru"): 2e-1}
 # Per-seed bound on trained / frozen loss.  Learners that follow the exact
 # gradient over the task's 3-step memory on the Elman cell reach ~0.03 (0.1
 # asserted); the diag cell (exact traces, but a slower cell to train) ~0.05,
 # up to 0.13 for one seed with the AVX2 kernels (0.25 asserted); the
 # approximations ~0.02-0.33 (uoro with the portable kernels), 0.5 asserted.
 VS_FROZEN = {"rtrl-elman": 0.1, "snap2-elman-dense": 0.1, "tbptt5-elman": 0.1,
-             "rtrl-diag": 0.25}
+             "rtrl-diag": 0.25, "rtrl-gru": 0.1, "snap2-gru-dense": 0.1, "tbptt5-gru": 0.1}
 VS_FROZEN_APPROX = 0.5
 VS_UNTRAINED = 0.5
 
@@ -112,6 +146,20 @@ RESP_VS_UNTRAINED = 0.75
 RESP_VS_BASELINE = 0.9
 
 CONFIGS = dict(BASE)
+
+# (task, name, optimizer) left out: the GRU configurations that do not learn
+# the task at this budget (measured values in the module docstring, "GRU").
+NOT_LEARNT = {("memory", "uoro-gru", "adam"), ("memory", "uoro-gru", "sgd"),
+              ("memory", "snap1-gru", "sgd"), ("memory", "snap2-gru-d0.25", "sgd"),
+              ("memory", "snap2-gru-d0.25", "adam"),
+              ("respiration", "uoro-gru", "adam"), ("respiration", "uoro-gru", "sgd")}
+
+
+def cases(task):
+    """(name, optimizer) of every configuration the task is asserted for."""
+    return [pytest.param(name, optimizer, id=f"{name}-{optimizer}")
+            for optimizer in OPTIMIZERS for name in CONFIGS
+            if (task, name, optimizer) not in NOT_LEARNT]
 
 
 def _cell(kwargs):
@@ -153,7 +201,7 @@ def memory_loss(name, optimizer, seed, mode="train"):
         if freeze:
             net.params["W_rec"][...] = 0
     assert np.all(np.isfinite(losses)), (name, optimizer, seed, mode)
-    if mode != "untrained":
+    if mode != "untrained" and ("memory", name, optimizer) not in NOT_LEARNT:
         assert net.stats["updates"] == STEPS
     return float(losses[-WINDOW:].mean())
 
@@ -164,8 +212,7 @@ def memory_summary(name, optimizer):
             for mode in ("train", "untrained", "frozen")}
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name,optimizer", cases("memory"))
 def test_memory_task(name, optimizer):
     r = memory_summary(name, optimizer)
     trained, untrained, frozen = (np.array(r[k]) for k in ("train", "untrained", "frozen"))
@@ -178,12 +225,13 @@ def test_memory_task(name, optimizer):
     assert np.all(trained < bound * frozen), report
 
 
+@pytest.mark.parametrize("cell", ["elman", "gru"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_dense_snap2_learns_like_rtrl(optimizer):
+def test_dense_snap2_learns_like_rtrl(optimizer, cell):
     """SnAp-2 with a dense mask is exact RTRL (DESIGN §3.4): same losses
     within 1 % over 5000 online steps."""
-    snap2 = np.array(memory_summary("snap2-elman-dense", optimizer)["train"])
-    rtrl = np.array(memory_summary("rtrl-elman", optimizer)["train"])
+    snap2 = np.array(memory_summary(f"snap2-{cell}-dense", optimizer)["train"])
+    rtrl = np.array(memory_summary(f"rtrl-{cell}", optimizer)["train"])
     np.testing.assert_allclose(snap2, rtrl, rtol=0.01)
 
 
@@ -234,8 +282,7 @@ def respiration_summary(name, optimizer):
             "baseline": trained[0][1]}
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name,optimizer", cases("respiration"))
 def test_respiration_forecast(name, optimizer):
     r = respiration_summary(name, optimizer)
     trained, untrained, baseline = np.array(r["train"]), np.array(r["untrained"]), r["baseline"]

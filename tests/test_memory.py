@@ -22,18 +22,31 @@ def vm_rss_kib():
     raise RuntimeError("VmRSS not found")
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_rss_does_not_grow_over_200k_steps(optimizer):
-    """200,000 step(x, y) calls on a (2, 8, 1) net after 20,000 warm-up steps;
-    process RSS growth must stay <= 64 KiB.  Inputs are built before the
-    measurement; the loop keeps no references to the returned predictions."""
-    net = rtrl_edge.OnlineRNN(2, 8, 1, learner="rtrl", optimizer=optimizer, lr=1e-3,
-                              clip=1.0, normalize=True, seed=0)
+RSS_CASES = [  # (optimizer, constructor arguments)
+    ("adam", dict()), ("sgd", dict()),
+    ("adam", dict(cell="gru")), ("adam", dict(cell="gru", learner="snap1")),
+    ("adam", dict(cell="gru", loss="softmax", n_out=3)),   # stepped with class labels
+]
+
+
+@pytest.mark.parametrize("optimizer,config", RSS_CASES,
+                         ids=["adam", "sgd", "gru-adam", "gru-snap1-adam", "gru-softmax-adam"])
+def test_rss_does_not_grow_over_200k_steps(optimizer, config):
+    """200,000 step(x, y) calls on a (2, 8, 1) net -- Elman or GRU -- after
+    20,000 warm-up steps; process RSS growth must stay <= 64 KiB.  Inputs are
+    built before the measurement; the loop keeps no references to the
+    returned predictions.  The softmax case, a (2, 8, 3) GRU, steps with
+    Python int class labels: the label path allocates nothing either."""
+    config = dict(config)
+    n_out = config.pop("n_out", 1)
+    config.setdefault("learner", "rtrl")
+    net = rtrl_edge.OnlineRNN(2, 8, n_out, optimizer=optimizer, lr=1e-3,
+                              clip=1.0, normalize=True, seed=0, **config)
     rng = np.random.default_rng(0)
     xs = rng.uniform(-1, 1, (STEPS, 2)).astype(np.float32)
     ys = rng.uniform(-1, 1, (STEPS, 1)).astype(np.float32)
     x_rows = list(xs)  # pre-built row views: no allocation from indexing in the loop
-    y_rows = list(ys)
+    y_rows = list(ys) if net.loss == "mse" else rng.integers(0, n_out, STEPS).tolist()
     step = net.step
 
     for i in range(20_000):  # warm-up: caches, allocator pools, lazy buffers
@@ -51,8 +64,9 @@ def test_rss_does_not_grow_over_200k_steps(optimizer):
     assert after - before <= RSS_TOLERANCE_KIB, f"RSS grew by {after - before} KiB"
 
 
-def test_rss_does_not_grow_with_predict_and_unlabelled_steps():
-    net = rtrl_edge.OnlineRNN(2, 8, 1, learner="rtrl", seed=0)
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+def test_rss_does_not_grow_with_predict_and_unlabelled_steps(cell):
+    net = rtrl_edge.OnlineRNN(2, 8, 1, learner="rtrl", seed=0, cell=cell)
     rng = np.random.default_rng(1)
     x_rows = list(rng.uniform(-1, 1, (100_000, 2)).astype(np.float32))
     for x in x_rows[:10_000]:

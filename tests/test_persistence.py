@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 import rtrl_edge
-from reference import PARAM_NAMES
 
 
-def trained_net(normalize=False, optimizer="adam", n_in=3, n_hidden=7, n_out=2, steps=40):
+CELLS = ("elman", "gru")
+
+
+def trained_net(normalize=False, optimizer="adam", n_in=3, n_hidden=7, n_out=2, steps=40,
+                cell="elman"):
     net = rtrl_edge.OnlineRNN(n_in, n_hidden, n_out, learner="rtrl", optimizer=optimizer,
-                              lr=1e-2, clip=5.0, normalize=normalize, seed=9)
+                              lr=1e-2, clip=5.0, normalize=normalize, seed=9, cell=cell)
     rng = np.random.default_rng(1)
     for _ in range(steps):
         net.step(rng.normal(size=n_in) * 3 + 1, rng.normal(size=n_out))
@@ -44,15 +47,17 @@ def rewrite_npz(src, dst, change):
 # ------------------------------------------------------------------ round trip
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_round_trip_is_exact(tmp_path, normalize, optimizer):
-    net = trained_net(normalize=normalize, optimizer=optimizer)
+def test_round_trip_is_exact(tmp_path, normalize, optimizer, cell):
+    net = trained_net(normalize=normalize, optimizer=optimizer, cell=cell)
     path = tmp_path / "model.npz"
     net.save(path)
     loaded = rtrl_edge.OnlineRNN.load(path)
 
-    for name in PARAM_NAMES:
+    assert set(loaded.params) == set(net.params)
+    for name in net.params:
         assert loaded.params[name].dtype == np.float32
         np.testing.assert_array_equal(loaded.params[name], net.params[name], err_msg=name)
     assert_snapshots_equal(net.snapshot(), loaded.snapshot())
@@ -67,7 +72,7 @@ def test_round_trip_is_exact(tmp_path, normalize, optimizer):
     np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
     xs, ys = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
     g1, g2 = net.gradient(xs, ys), loaded.gradient(xs, ys)
-    for name in PARAM_NAMES:
+    for name in net.params:
         np.testing.assert_array_equal(g1[name], g2[name])
     assert_snapshots_equal(net.snapshot(), loaded.snapshot())
 
@@ -241,12 +246,13 @@ def stored_keys(path):
         return list(f.files)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("optimizer,normalize", [("adam", True), ("sgd", False)])
-def test_tampered_value_in_every_array(tmp_path, optimizer, normalize):
+def test_tampered_value_in_every_array(tmp_path, optimizer, normalize, cell):
     """For each numeric array stored in the checkpoint (parameters, state,
     sensitivities, moments, statistics, counters), change one value and
     rewrite the npz: every such file must be refused."""
-    net = trained_net(optimizer=optimizer, normalize=normalize)
+    net = trained_net(optimizer=optimizer, normalize=normalize, cell=cell)
     path = tmp_path / "model.npz"
     net.save(path)
     keys = stored_keys(path)
@@ -378,7 +384,8 @@ def test_mismatched_shapes(tmp_path):
         rtrl_edge.OnlineRNN.load(bad)
 
 
-def test_mismatched_shapes_with_a_valid_checksum(tmp_path):
+@pytest.mark.parametrize("cell", CELLS)
+def test_mismatched_shapes_with_a_valid_checksum(tmp_path, cell):
     """A self-consistent file (checksum recomputed) whose configuration says
     6 hidden units while the arrays are for 7: the shape check itself must
     refuse it and name the array.  White box: uses the format's own checksum
@@ -387,7 +394,7 @@ def test_mismatched_shapes_with_a_valid_checksum(tmp_path):
     checksum = getattr(__import__("rtrl_edge.checkpoint").checkpoint, "checksum", None)
     if checksum is None:
         pytest.skip("no checksum helper in this version of the format")
-    net = trained_net(n_hidden=7)
+    net = trained_net(n_hidden=7, cell=cell)
     path = tmp_path / "model.npz"
     net.save(path)
 
@@ -404,8 +411,9 @@ def test_mismatched_shapes_with_a_valid_checksum(tmp_path):
         rtrl_edge.OnlineRNN.load(bad)
 
 
-def test_missing_array(tmp_path):
-    net = trained_net()
+@pytest.mark.parametrize("cell", CELLS)
+def test_missing_array(tmp_path, cell):
+    net = trained_net(cell=cell)
     path = tmp_path / "model.npz"
     net.save(path)
     for key in stored_keys(path):
