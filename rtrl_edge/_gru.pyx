@@ -197,40 +197,55 @@ cdef void gru_snap1(RNN *s, bint contract) noexcept nogil:
     grad = c_k J there.  Every core parameter has one owning unit, so J is
     stored like the core parameters themselves (n_core floats, PyTorch's
     layout: J[q] = dh[owner of q]/dtheta[q]) and its gradient needs no
-    scatter.  Exact when the three W_hh blocks are diagonal."""
-    cdef int n = s.n, m = s.m, k, g, j
-    cdef Py_ssize_t row
-    cdef float d, ci, ch, ck
+    scatter.  Exact when the three W_hh blocks are diagonal.  Gate by gate,
+    region by region: the rows of W_hh and W_ih through the vector kernels,
+    the biases (contiguous over the units) inline."""
+    cdef int n = s.n, m = s.m, k, g
     cdef float *J = s.P
     cdef float *G = s.grad
+    cdef float *d = s.tmp                   # D_t's diagonal
+    cdef const float *x = s.z + n
+    cdef const float *ci
+    cdef const float *ch
     cdef float *Jr
     cdef float *Gr
-    cdef const float *x = s.z + n
+    cdef float *Jb
+    cdef float *Gb
     for k in range(n):
-        s.tmp[k] = d_diag(s, k)
+        d[k] = d_diag(s, k)
     for g in range(3):
+        ci = s.gcoef + g * n
+        ch = s.gcoef + (g if g < 2 else 3) * n
+        # W_hh rows g*n + k (n long): the vector kernels
+        Jr = J + off_hh(s) + <Py_ssize_t>g * n * n
+        Gr = G + off_hh(s) + <Py_ssize_t>g * n * n
         for k in range(n):
-            row = g * n + k
-            d = s.tmp[k]
-            ci = coef_in(s, g, k)
-            ch = coef_hid(s, g, k)
-            ck = s.c[k] if contract else 0.0
-            # W_hh row (n long): the vector kernels
-            s.simd.scale_add(J + off_hh(s) + row * n, d, s.z, ch, n)
+            s.simd.scale_add(Jr + k * n, d[k], s.z, ch[k], n)
             if contract:
-                s.simd.scaled(G + off_hh(s) + row * n, ck, J + off_hh(s) + row * n, n)
-            # W_ih row (m, usually short) and the biases: inline
-            Jr = J + row * m
-            for j in range(m):
-                Jr[j] = d * Jr[j] + ci * x[j]
-            J[off_bih(s) + row] = d * J[off_bih(s) + row] + ci
-            J[off_bhh(s) + row] = d * J[off_bhh(s) + row] + ch
+                s.simd.scaled(Gr + k * n, s.c[k], Jr + k * n, n)
+        # W_ih rows g*n + k (m long)
+        Jr = J + <Py_ssize_t>g * n * m
+        Gr = G + <Py_ssize_t>g * n * m
+        for k in range(n):
+            s.simd.scale_add(Jr + k * m, d[k], x, ci[k], m)
             if contract:
-                Gr = G + row * m
-                for j in range(m):
-                    Gr[j] = ck * Jr[j]
-                G[off_bih(s) + row] = ck * J[off_bih(s) + row]
-                G[off_bhh(s) + row] = ck * J[off_bhh(s) + row]
+                s.simd.scaled(Gr + k * m, s.c[k], Jr + k * m, m)
+        # b_ih and b_hh entries g*n + k
+        Jb = J + off_bih(s) + g * n
+        for k in range(n):
+            Jb[k] = d[k] * Jb[k] + ci[k]
+        Jb = J + off_bhh(s) + g * n
+        for k in range(n):
+            Jb[k] = d[k] * Jb[k] + ch[k]
+        if contract:
+            Jb = J + off_bih(s) + g * n
+            Gb = G + off_bih(s) + g * n
+            for k in range(n):
+                Gb[k] = s.c[k] * Jb[k]
+            Jb = J + off_bhh(s) + g * n
+            Gb = G + off_bhh(s) + g * n
+            for k in range(n):
+                Gb[k] = s.c[k] * Jb[k]
 
 
 # --------------------------------------------------------------------------
