@@ -297,3 +297,16 @@ def test_the_packaged_files_alone_build_the_firmware_and_simulator(tmp_path):
     assert err is None, err
     for name in ("firmware.elf", "simboard"):
         assert (tmp_path / "build" / name).is_file()
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`rtrl-edge ... | head`: the reader going away is not reported as a bug."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "rtrl_edge", "demo", "digits", "--epochs", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.readline()
+    proc.stdout.close()                      # the reader goes away
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "bug" not in err and "Traceback" not in err, err

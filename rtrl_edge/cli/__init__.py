@@ -3,6 +3,9 @@
 This module only parses and dispatches; each sub-command is a module:
   demo       (demo.py)       stream a shipped respiration recording through an
                              online learner; forecast error, latency, memory.
+    demo text|speech|digits  (demo_text.py, demo_speech.py, demo_digits.py)
+                             the applications: next-character prediction,
+                             spoken digits, handwritten digits.
   plan       (plan.py)       the largest model of each learner and cell within
                              a memory and/or per-step time budget.
   run        (run.py)        the online loop: forecast, learn, control,
@@ -47,6 +50,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`rtrl-edge ... | head`): stop quietly, and
+        # keep the interpreter's final flush from failing again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:   # noqa: BLE001 - the last line of defence
         if os.environ.get("RTRL_EDGE_TRACEBACK"):
             raise

@@ -12,6 +12,7 @@ from .. import data
 from ..auto import AutoForecaster
 from ..forecast import Forecaster
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
+from . import demo_digits, demo_speech, demo_text
 from ._common import positive_float, positive_int
 from ._preflight import check_sizes, wants_auto
 
@@ -54,6 +55,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="print the summary only")
     demo.set_defaults(func=main)
+    apps = demo.add_subparsers(
+        dest="app", metavar="APP",
+        title="applications (rtrl-edge demo APP --help)",
+        description="Without APP: the respiration forecast above. text: next-character "
+                    "prediction on tinyshakespeare, one online pass; speech: spoken digits "
+                    "(FSDD) from a streaming log-mel front end; digits: 8x8 handwritten "
+                    "digits read row by row.")
+    for app in (demo_text, demo_speech, demo_digits):
+        app.add_parser(apps)
     return demo
 
 
