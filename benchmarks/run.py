@@ -41,6 +41,7 @@ BENCHMARKS = (
     ("bench_extmarker", ["--quick"], [], "the published respiratory-motion study"),
     ("bench_auto", ["--quick"], [], "the auto forecaster's member weights over time"),
     ("bench_peers", ["--quick"], [], "PyTorch and other peers on the same stream"),
+    ("bench_apps", ["--quick"], [], "the applications beside PyTorch, scikit-learn, gzip/xz"),
     ("bench_init", ["--quick"], [], "the weight initialisations compared (full: ~35 min)"),
     ("pi_estimate", [], [], "Raspberry Pi 4/5 estimate from FLOP and byte counts"),
 )
