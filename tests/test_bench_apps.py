@@ -125,6 +125,11 @@ def test_pad_crop_and_pooled(peers):
     np.testing.assert_array_equal(peers.pad_crop(seq, 2), [0, 1, 2, 3])
     np.testing.assert_array_equal(peers.pad_crop(seq, 4), [0, 1, 2, 3, 4, 5, 0, 0])
     np.testing.assert_allclose(peers.pooled(seq), [2, 3, np.sqrt(8 / 3), np.sqrt(8 / 3)])
+
+
+def test_pad_crop_needs_a_frame_count(peers):
+    pytest.importorskip("sklearn")
+    seq = np.arange(6, dtype=np.float32).reshape(3, 2)
     with pytest.raises(ValueError, match="frames"):
         peers.logistic([seq], [0], [seq], [0], features="pad_crop")
 
