@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import tempfile
 
 import numpy as np
 
@@ -59,3 +62,18 @@ def json_safe(obj):
         return int(obj)
     return obj
 
+
+def write_json(path: str, obj) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename):
+    a summary is replaced whole or not at all."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-summary.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

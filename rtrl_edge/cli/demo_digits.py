@@ -3,17 +3,14 @@ online, and the test accuracy, confusion matrix, time per row and memory."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ..apps import classify, digits
 from ..model import CELLS, LEARNERS
-from ._common import json_safe, positive_float, positive_int
+from ._common import json_safe, write_json, positive_float, positive_int
 from ._preflight import check_output_path
 
 _NAME = "rtrl-edge demo digits"
@@ -152,28 +149,13 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
                         anneal_factor=config.anneal_factor, seed=config.seed,
                         window=digits.ROWS if config.learner == "tbptt" else None))
         try:
-            _write_json(args.summary_json, json_safe(summary))
+            write_json(args.summary_json, json_safe(summary))
         except OSError as exc:
             say(f"{_NAME}: --summary-json {args.summary_json}: {exc.strerror or exc}")
             code = 1
     if args.plot:
         code = max(code, _plot(counts, accuracy, config, args.plot, say))
     return code
-
-
-def _write_json(path: str, obj) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-summary.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _plot(counts, accuracy, config, path, say) -> int:

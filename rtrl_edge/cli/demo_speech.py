@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ..apps import classify, speech
 from ..model import CELLS, LEARNERS, OPTIMIZERS
-from ._common import json_safe, positive_float, positive_int
+from ._common import json_safe, write_json, positive_float, positive_int
 from ._preflight import check_output_path, check_sizes
 
 _NAME = "rtrl-edge demo speech"
@@ -245,7 +242,7 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
             summary["loso_accuracy"] = loso["accuracy"]
             summary["loso_per_speaker"] = loso["per_speaker"]
         try:
-            _write_json(args.summary_json, json_safe(summary))
+            write_json(args.summary_json, json_safe(summary))
         except OSError as exc:
             say(f"{_NAME}: --summary-json {args.summary_json}: {exc.strerror or exc}")
             code = 1
@@ -284,21 +281,6 @@ def _loso(recordings, feats, args, model, say):
                 f"accuracy {100 * res.accuracy:5.1f} %  ({time.perf_counter() - t0:.1f} s)")
     return dict(accuracy=right / max(total, 1), right=right, total=total,
                 per_speaker=by_speaker)
-
-
-def _write_json(path: str, obj) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-summary.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _plot(counts, accuracy, args, path, say) -> int:

@@ -3,13 +3,12 @@ online pass, scored as a compression rate beside gzip, bzip2 and xz."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from ..apps import text
 from ..model import CELLS, LEARNERS, OPTIMIZERS
-from ._common import json_safe, positive_float, positive_int
+from ._common import json_safe, write_json, positive_float, positive_int
 
 _PROG = "rtrl-edge demo text"
 D = text.DEFAULTS
@@ -166,9 +165,7 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
             model=dict(settings, window=result.net.config["window"]),
             curve=dict(chars=result.curve_chars.tolist(), bpc=result.curve_bpc.tolist()))
         try:
-            with open(args.summary_json, "w") as f:
-                json.dump(json_safe(summary), f, indent=2)
-                f.write("\n")
+            write_json(args.summary_json, json_safe(summary))
         except OSError as exc:
             return fail(f"cannot write --summary-json {args.summary_json!r}: "
                         f"{exc.strerror or exc}")

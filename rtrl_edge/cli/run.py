@@ -12,7 +12,7 @@ from .. import data
 from ..forecast import Forecaster
 from ..auto import AutoForecaster
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
-from ._common import json_safe, positive_float, positive_int
+from ._common import json_safe, write_json, positive_float, positive_int
 from ._preflight import (DEFAULTS, check_output_path, check_sizes, differing_flags,
                          keep_as_backup, model_settings)
 
@@ -299,7 +299,7 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
     code = 0
     if args.summary_json:
         try:
-            _write_json(args.summary_json, json_safe(summary))
+            write_json(args.summary_json, json_safe(summary))
         except OSError as exc:
             say(f"rtrl-edge run: --summary-json {args.summary_json}: {exc.strerror or exc}")
             code = 1
@@ -310,23 +310,6 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
             f"since {'the previous one' if summary['checkpoints'] else 'the start'} is lost")
         code = 1
     return code
-
-
-def _write_json(path: str, obj) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    import json
-    import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rtrl-edge-summary.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class _DelayLine:
