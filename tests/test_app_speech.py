@@ -291,7 +291,9 @@ def test_cli_quick_run_writes_the_summary(tmp_path):
     assert {"test_accuracy", "frames", "us_per_frame", "loso_accuracy"} <= set(summary)
     assert 0 <= summary["test_accuracy"] <= 1 and summary["test_recordings"] == 8
     assert summary["frames"] > 80 * 20
-    assert set(summary["us_per_frame"]) >= {"frontend", "model_learn", "model_predict"}
+    parts = summary["us_per_frame_parts"]
+    assert set(parts) >= {"frontend", "model_learn", "model_predict"}
+    assert summary["us_per_frame"] == pytest.approx(parts["frontend"] + parts["model_learn"])
     assert len(summary["loso_per_speaker"]) == 6
     assert "epoch   2/2" in text and "test accuracy" in text and "true \\ predicted" in text
     assert "leave-one-speaker-out accuracy" in text and "CC BY-SA 4.0" in text
