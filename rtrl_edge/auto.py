@@ -36,11 +36,11 @@ from .mixture import (Hedge, LastValue, LinearRLS, RNNMember, RunningStats, Seas
                       clip_losses, member_losses)
 from .model import OnlineRNN, _check_values, _checkpoint_spec
 
-__all__ = ["AutoForecaster", "NotThisKind"]
+__all__ = ["AutoForecaster", "Mixture", "NotThisKind"]
 
 
 class NotThisKind(CheckpointError):
-    """A valid checkpoint of another kind (a single model's)."""
+    """A valid checkpoint of another kind (a single model's, or another mixture's)."""
 
 #: hidden sizes tried for the RNN members, largest first, when budgets are given
 RNN_SIZES = (32, 24, 16, 12, 8, 4)
@@ -51,8 +51,10 @@ _KIND = "rtrl_edge.AutoForecaster"
 
 
 class _Context:
-    """What every member sees at one step (no allocation: reused)."""
-    __slots__ = ("t", "x", "y", "y_ago", "has_y", "learn", "x_stats", "y_stats",
+    """What every member sees at one step (no allocation: reused): `learn`
+    says whether the target of t - h arrived and may be learnt from, `teach`
+    whether the caller lets the members learn from this sample at all."""
+    __slots__ = ("t", "x", "y", "y_ago", "has_y", "learn", "teach", "x_stats", "y_stats",
                  "forecasts")
 
 
@@ -71,52 +73,25 @@ def _check_vector(value, width: int, name: str) -> np.ndarray:
     return v
 
 
-class AutoForecaster:
-    """A mixture of forecasters with no hyper-parameters to tune (module doc).
+class Mixture:
+    """What every mixture shares: members that forecast h samples ahead at
+    every sample, `Hedge` weighting them by their normalised error on the
+    targets that have arrived, and one checkpoint holding everything.
 
-    Build it with `rtrl_edge.Forecaster.auto`; call `update(x_t, y_t)` once
-    per sample, in order, to get the forecast of y_{t+h}.
-
-    Parameters
-    ----------
-    n_in, n_out, horizon : int
-        Input width, target width, forecast horizon h >= 1 (samples).
-    seed : int
-        Seed of the RNN members' initialisation.
-    hidden : int
-        Hidden units of each RNN member (`Forecaster.auto` picks it from the
-        budgets).
+    A subclass builds ``self.members`` and ``self.names`` and calls
+    `_start`; per sample it calls `_advance(x, y)` after checking its inputs.
+    It names its checkpoint kind (``_KIND``) and rebuilds itself from its
+    ``_config()`` in ``_from_config``.
     """
 
-    def __init__(self, n_in: int, n_out: int, horizon: int, *, seed: int = 0,
-                 hidden: int = DEFAULT_HIDDEN, rnn: bool = True):
-        for name, v in (("n_in", n_in), ("n_out", n_out), ("horizon", horizon),
-                        ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    _KIND = ""
+    #: normalise each channel's error by its own scale (see member_losses)
+    PER_CHANNEL = False
+
+    def _start(self, n_in: int, n_out: int, horizon: int) -> None:
         self.n_in, self.n_out, self.horizon = int(n_in), int(n_out), int(horizon)
-        self.seed, self.hidden, self.rnn = int(seed), int(hidden), bool(rnn)
-        h, no = self.horizon, self.n_out
-        self.members: List = [LastValue(no)]
-        self.names: List[str] = ["last value"]
-        for lags in LAGS:
-            self.members.append(LinearRLS(self.n_in, no, h, lags))
-            self.names.append(f"linear RLS, {lags} lags")
-        self.members.append(Seasonal(no, h))
-        self.names.append("seasonal")
-        linear = 1                               # the short linear member
-        if self.rnn:
-            width = 2 * no + self.n_in           # [base, y, x]
-            for i, lr in enumerate(RNN_LRS):
-                self.members.append(RNNMember(self._net(width, lr, i), h))
-                self.names.append(f"RNN {self.hidden}, lr {lr:g}")
-            self.members.append(RNNMember(self._net(width, RNN_LRS[1], len(RNN_LRS)), h,
-                                              base=linear))
-            self.names.append(f"RNN {self.hidden} on the linear residual, lr {RNN_LRS[1]:g}")
-        k = len(self.members)
-        self.hedge = Hedge(k, self.horizon)
+        h, no, k = self.horizon, self.n_out, len(self.members)
+        self.hedge = Hedge(k, h)
         self.x_stats, self.y_stats = RunningStats(self.n_in), RunningStats(no)
         self.change2 = RunningStats(no)          # of (y_t - y_{t-h})^2: the loss scale
         self._forecasts = np.zeros((k, no))
@@ -133,45 +108,33 @@ class AutoForecaster:
         self._ctx.x_stats, self._ctx.y_stats = self.x_stats, self.y_stats
         self._ctx.forecasts = self._forecasts
 
-    def _net(self, width: int, lr: float, index: int) -> OnlineRNN:
-        return OnlineRNN(width, self.hidden, self.n_out, learner="rtrl", optimizer="adam",
-                         lr=lr, clip=1.0, normalize=True, seed=self.seed * 16 + index,
-                         init="uniform")
-
     # -- per sample ----------------------------------------------------------
 
-    def update(self, x, y=None) -> np.ndarray:
-        """Take the sample of time t -- inputs `x` (n_in,) and, if known, the
-        target `y` (n_out,) -- learn from what has arrived, and return the
-        forecast of y_{t+h} (a new float64 array).
-
-        Raises ValueError, changing nothing, for a bad x or y."""
-        try:
-            x = _check_vector(x, self.n_in, "x")
-            if y is not None:
-                y = _check_vector(y, self.n_out, "y")
-        except ValueError:
-            self.counters["rejected"] += 1
-            raise
+    def _advance(self, x: np.ndarray, y: Optional[np.ndarray], teach: bool = True
+                 ) -> np.ndarray:
+        """One checked sample: score the forecasts whose target is `y`, let
+        the members learn (unless `teach` is False) and forecast, and return
+        the weighted forecast of y_{t+h} (the mixture's own buffer)."""
         t, h = self.counters["samples"], self.horizon
         slot = t % h
         has_y = y is not None
         y_now = y if has_y else self._last_y
         ctx = self._ctx
-        ctx.t, ctx.x, ctx.y, ctx.has_y = t, x, y_now, has_y
+        ctx.t, ctx.x, ctx.y, ctx.has_y, ctx.teach = t, x, y_now, has_y, bool(teach)
         ctx.y_ago = self._y_ring[slot]
-        ctx.learn = has_y and t >= h and bool(self._y_known[slot])
+        ctx.learn = has_y and teach and t >= h and bool(self._y_known[slot])
         # score once the loss scale rests on a few changes over the horizon
         if has_y and t >= h and self._valid[slot] and self.change2.count[0] >= 8:
             member_losses(self._pending[slot], y, np.maximum(self.change2.mean, 1e-12),
-                          self._losses)
+                          self._losses, per_channel=self.PER_CHANNEL)
             clip_losses(self._losses)
             self.hedge.observe(self._losses)
             self.counters["scored"] += 1
-        if ctx.learn:
+        if has_y and t >= h and self._y_known[slot]:
             d = y - ctx.y_ago
             self.change2.update(d * d)
-            self.counters["learned"] += 1
+            if ctx.learn:
+                self.counters["learned"] += 1
         self.x_stats.update(x)
         if has_y:
             self.y_stats.update(y)
@@ -190,7 +153,7 @@ class AutoForecaster:
         if has_y:
             self._last_y[...] = y
         self.counters["samples"] = t + 1
-        return self._out.copy()
+        return self._out
 
     def reset(self) -> None:
         """A break in the stream: forget pending forecasts, windows and RNN
@@ -198,10 +161,8 @@ class AutoForecaster:
         self._valid[...] = False
         self._y_known[...] = False
         for m in self.members:
-            if isinstance(m, RNNMember):
-                m.fc.reset()
-            elif isinstance(m, LinearRLS):
-                m.lag[...] = 0.0
+            if hasattr(m, "reset"):
+                m.reset()
 
     # -- what OnlineLoop asks of any forecaster -----------------------------------
 
@@ -259,17 +220,11 @@ class AutoForecaster:
                            ("ch_", self.change2)):
             arrays.update({prefix + k: getattr(st, k) for k in ("mean", "var", "count")})
         for i, m in enumerate(self.members):
-            if isinstance(m, LinearRLS):
-                arrays.update({f"m{i}_{k}": getattr(m, k) for k in
-                               ("P", "W", "phi_ring", "lag", "seen", "_Px", "_outer", "_phi")})
-            elif isinstance(m, Seasonal):
-                arrays.update({f"m{i}_{k}": getattr(m, k) for k in
-                               ("ring", "seen", "period", "_acc")})
+            if hasattr(m, "arrays"):
+                arrays.update({f"m{i}_{k}": v for k, v in m.arrays().items()})
         return arrays
 
     # -- persistence -------------------------------------------------------------
-
-    _SAVED = ("pending", "valid", "y_ring", "y_known", "last_y")
 
     def state(self) -> Dict[str, np.ndarray]:
         """Copies of everything mutable, as arrays (models excluded: see
@@ -286,18 +241,20 @@ class AutoForecaster:
         return arrays
 
     def restore(self, arrays: Dict[str, np.ndarray]) -> None:
-        """Continue from `state()` arrays of an identically built forecaster.
+        """Continue from `state()` arrays of an identically built mixture.
         Raises ValueError, changing nothing, if any is missing or has another
         shape or dtype."""
         current = self.state()
+        what = type(self).__name__
         for k, v in current.items():
             a = arrays.get(k)
             if a is None or np.shape(a) != v.shape or np.asarray(a).dtype != v.dtype:
-                raise ValueError(f"the saved auto forecaster does not match this one "
+                raise ValueError(f"the saved {what} does not match this one "
                                  f"({k!r}: {None if a is None else np.shape(a)}, expected "
                                  f"{v.shape})")
             if v.dtype.kind == "f" and not np.isfinite(a).all():
-                raise ValueError(f"the saved auto forecaster holds non-finite {k!r}")
+                raise ValueError(f"the saved {what} holds non-finite {k!r}")
+        self._check_restorable(arrays)
         live = self._arrays()
         for k in current:
             if k in live:
@@ -307,16 +264,25 @@ class AutoForecaster:
             if isinstance(m, RNNMember):
                 m.restore(arrays, f"r{i}_")
 
+    def _check_restorable(self, arrays: Dict[str, np.ndarray]) -> None:
+        """A subclass's own checks of `restore`'s arrays (ValueError)."""
+
     def _config(self) -> dict:
-        return dict(kind=_KIND, n_in=self.n_in, n_out=self.n_out, horizon=self.horizon,
-                    seed=self.seed, hidden=self.hidden, rnn=self.rnn)
+        raise NotImplementedError
+
+    @classmethod
+    def _from_config(cls, config: dict, file_size: int, where: str) -> "Mixture":
+        """Build the mixture a checkpoint's configuration describes; raise
+        ValueError, KeyError or TypeError for an invalid one, CheckpointError
+        for one that claims more memory than the file could fill."""
+        raise NotImplementedError
 
     def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None, *,
              key: Optional[bytes] = None) -> None:
-        """The whole forecaster -- every member's model and state, the
-        mixture's weights, windows and pending forecasts -- in one atomic,
-        checksummed checkpoint (`rtrl_edge.checkpoint`; with `key`, signed),
-        with `extra` arrays beside it (`load_with_extra` returns them)."""
+        """The whole mixture -- every member's model and state, the weights,
+        windows and pending forecasts -- in one atomic, checksummed
+        checkpoint (`rtrl_edge.checkpoint`; with `key`, signed), with `extra`
+        arrays beside it (`load_with_extra` returns them)."""
         arrays = {"mix:" + k: v for k, v in self.state().items()}
         arrays.update({checkpoint.EXTRA + k: np.asarray(v) for k, v in (extra or {}).items()})
         for i, m in enumerate(self.members):
@@ -327,30 +293,24 @@ class AutoForecaster:
         checkpoint.write(path, arrays, key=key)
 
     @classmethod
-    def load(cls, path, *, key: Optional[bytes] = None) -> "AutoForecaster":
-        """Read a forecaster written by `save`: validated like every
-        checkpoint (FileNotFoundError or CheckpointError, never another
-        exception), then rebuilt and restored exactly."""
+    def load(cls, path, *, key: Optional[bytes] = None):
+        """Read a mixture written by `save`: validated like every checkpoint
+        (FileNotFoundError or CheckpointError, never another exception), then
+        rebuilt and restored exactly."""
         return cls.load_with_extra(path, key=key)[0]
 
     @classmethod
     def load_with_extra(cls, path, *, key: Optional[bytes] = None):
-        """(forecaster, extra arrays) of a checkpoint written by `save`."""
+        """(mixture, extra arrays) of a checkpoint written by `save`."""
         where = repr(os.fspath(path))
         built = {}
 
         def spec(config, file_size, load):
-            if config.get("kind") != _KIND:
-                raise NotThisKind(f"{where} is not an AutoForecaster checkpoint")
+            if config.get("kind") != cls._KIND:
+                raise NotThisKind(f"{where} is not {'an' if cls.__name__[0] in 'AEIOU' else 'a'}"
+                                  f" {cls.__name__} checkpoint")
             try:
-                sizes = [config[k] for k in ("n_in", "n_out", "horizon", "hidden")]
-                if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                           for v in sizes):
-                    raise ValueError(f"n_in, n_out, horizon, hidden = {sizes}")
-                # what it would allocate, from the formulas, before building it
-                if estimate_bytes(*sizes) > 4 * file_size + (1 << 20):
-                    raise CheckpointError(f"{where} claims a forecaster larger than the file")
-                fc = cls(*sizes[:3], seed=config["seed"], hidden=sizes[3], rnn=config["rnn"])
+                fc = cls._from_config(config, file_size, where)
             except (KeyError, TypeError, ValueError) as exc:
                 if isinstance(exc, CheckpointError):
                     raise
@@ -381,7 +341,7 @@ class AutoForecaster:
             stored = json.loads(str(sub["config"]))
             if stored != json.loads(json.dumps(dict(m.net.config, rec_mask=False))):
                 raise CheckpointError(f"{where}: member {i}'s model configuration does not "
-                                      f"match the forecaster's")
+                                      f"match the mixture's")
             _check_values(sub, m.net.config, where)
             m.net._restore(sub)
         try:
@@ -391,6 +351,89 @@ class AutoForecaster:
         extra = {k[len(checkpoint.EXTRA):]: v for k, v in arrays.items()
                  if k.startswith(checkpoint.EXTRA)}
         return fc, extra
+
+
+class AutoForecaster(Mixture):
+    """A mixture of forecasters with no hyper-parameters to tune (module doc).
+
+    Build it with `rtrl_edge.Forecaster.auto`; call `update(x_t, y_t)` once
+    per sample, in order, to get the forecast of y_{t+h}.
+
+    Parameters
+    ----------
+    n_in, n_out, horizon : int
+        Input width, target width, forecast horizon h >= 1 (samples).
+    seed : int
+        Seed of the RNN members' initialisation.
+    hidden : int
+        Hidden units of each RNN member (`Forecaster.auto` picks it from the
+        budgets).
+    """
+
+    _KIND = _KIND
+
+    def __init__(self, n_in: int, n_out: int, horizon: int, *, seed: int = 0,
+                 hidden: int = DEFAULT_HIDDEN, rnn: bool = True):
+        for name, v in (("n_in", n_in), ("n_out", n_out), ("horizon", horizon),
+                        ("hidden", hidden)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.seed, self.hidden, self.rnn = int(seed), int(hidden), bool(rnn)
+        h, no = int(horizon), int(n_out)
+        self.n_in, self.n_out = int(n_in), no
+        self.members: List = [LastValue(no)]
+        self.names: List[str] = ["last value"]
+        for lags in LAGS:
+            self.members.append(LinearRLS(self.n_in, no, h, lags))
+            self.names.append(f"linear RLS, {lags} lags")
+        self.members.append(Seasonal(no, h))
+        self.names.append("seasonal")
+        linear = 1                               # the short linear member
+        if self.rnn:
+            width = 2 * no + self.n_in           # [base, y, x]
+            for i, lr in enumerate(RNN_LRS):
+                self.members.append(RNNMember(self._net(width, lr, i), h))
+                self.names.append(f"RNN {self.hidden}, lr {lr:g}")
+            self.members.append(RNNMember(self._net(width, RNN_LRS[1], len(RNN_LRS)), h,
+                                              base=linear))
+            self.names.append(f"RNN {self.hidden} on the linear residual, lr {RNN_LRS[1]:g}")
+        self._start(n_in, n_out, horizon)
+
+    def _net(self, width: int, lr: float, index: int) -> OnlineRNN:
+        return OnlineRNN(width, self.hidden, self.n_out, learner="rtrl", optimizer="adam",
+                         lr=lr, clip=1.0, normalize=True, seed=self.seed * 16 + index,
+                         init="uniform")
+
+    def update(self, x, y=None) -> np.ndarray:
+        """Take the sample of time t -- inputs `x` (n_in,) and, if known, the
+        target `y` (n_out,) -- learn from what has arrived, and return the
+        forecast of y_{t+h} (a new float64 array).
+
+        Raises ValueError, changing nothing, for a bad x or y."""
+        try:
+            x = _check_vector(x, self.n_in, "x")
+            if y is not None:
+                y = _check_vector(y, self.n_out, "y")
+        except ValueError:
+            self.counters["rejected"] += 1
+            raise
+        return self._advance(x, y).copy()
+
+    def _config(self) -> dict:
+        return dict(kind=_KIND, n_in=self.n_in, n_out=self.n_out, horizon=self.horizon,
+                    seed=self.seed, hidden=self.hidden, rnn=self.rnn)
+
+    @classmethod
+    def _from_config(cls, config, file_size, where):
+        sizes = [config[k] for k in ("n_in", "n_out", "horizon", "hidden")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            raise ValueError(f"n_in, n_out, horizon, hidden = {sizes}")
+        # what it would allocate, from the formulas, before building it
+        if estimate_bytes(*sizes) > 4 * file_size + (1 << 20):
+            raise CheckpointError(f"{where} claims a forecaster larger than the file")
+        return cls(*sizes[:3], seed=config["seed"], hidden=sizes[3], rnn=config["rnn"])
 
     def __repr__(self) -> str:
         return (f"AutoForecaster(n_in={self.n_in}, n_out={self.n_out}, "

@@ -20,6 +20,8 @@ Members (all causal: each learns from the pair (what it saw at t - h, the
 target of t) only when that target arrives):
 
   LastValue      y_t: doing nothing, the floor every forecast is held to.
+  Extrapolation  y_t + h (y_t - y_{t-1}): the straight line through the last
+                 two samples.
   LinearRLS      recursive least squares on a lag window, predicting the
                  change over the horizon; forgetting with a bounded
                  covariance (plain exponential forgetting blows up when the
@@ -32,9 +34,11 @@ target of t) only when that target arrives):
                  forecast (the RNN then learns what the linear model misses).
 
 All state is preallocated at construction; a step allocates only numpy's
-small temporaries.  `rtrl_edge.auto.AutoForecaster` owns the members and
-saves their arrays; only an RNN member has a `state`/`restore` of its own
-(its Forecaster's window).
+small temporaries.  A mixture (`rtrl_edge.auto.Mixture`) owns the members:
+it saves the live arrays a member lists in ``arrays()`` (names starting with
+``_`` are scratch, not saved) and calls a member's ``reset()`` at a break in
+the stream; only an RNN member has a `state`/`restore` of its own (its
+Forecaster's window).
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ import numpy as np
 from .forecast import Forecaster
 from .model import OnlineRNN
 
-__all__ = ["Hedge", "LastValue", "LinearRLS", "Seasonal", "RNNMember", "RunningStats"]
+__all__ = ["Hedge", "LastValue", "Extrapolation", "LinearRLS", "Seasonal", "RNNMember",
+           "RunningStats", "rls_update"]
 
 
 class RunningStats:
@@ -114,27 +119,86 @@ class LastValue:
         out[...] = ctx.y
 
 
+class Extrapolation:
+    """The forecast of y_{t+h} is y_t + h (y_t - y_{t-1}) (y_t until a
+    previous sample is known)."""
+
+    kind = "linear extrapolation"
+
+    def __init__(self, n_out: int, horizon: int):
+        self.h = horizon
+        self.prev = np.zeros(n_out)
+        self.has_prev = np.zeros(1)
+
+    def step(self, ctx, out: np.ndarray) -> None:
+        out[...] = ctx.y
+        if self.has_prev[0]:
+            out += self.h * (ctx.y - self.prev)
+        self.prev[...] = ctx.y
+        self.has_prev[0] = 1.0
+
+    def reset(self) -> None:
+        self.has_prev[0] = 0.0
+
+    def arrays(self):
+        return {"prev": self.prev, "has_prev": self.has_prev}
+
+
+def rls_update(P: np.ndarray, W: np.ndarray, phi: np.ndarray, target: np.ndarray,
+               lam: float, bound: float, Px: np.ndarray, outer: np.ndarray) -> None:
+    """One step of recursive least squares with forgetting factor `lam`,
+    in place: W <- W + gain (target - phi W), P <- (P - gain phi^T P) / lam,
+    then P scaled back whenever trace(P) exceeds `bound` (so that forgetting
+    cannot make the gain grow without limit while the inputs barely vary).
+    `Px` and `outer` are scratch of shapes (f,) and (f, f).  A step whose
+    denominator is not a positive finite number changes nothing."""
+    np.dot(P, phi, out=Px)
+    denom = lam + phi @ Px
+    if not denom > 0 or not np.isfinite(denom):
+        return
+    err = target - phi @ W
+    W += np.outer(Px / denom, err)
+    np.outer(Px, Px, out=outer)
+    outer /= denom
+    P -= outer
+    P /= lam
+    tr = np.trace(P)
+    if tr > bound:
+        P *= bound / tr
+    if not np.isfinite(tr):          # cannot happen with the bound; never poison
+        P[...] = np.eye(len(P)) * (bound / len(P))
+
+
 class LinearRLS:
     """Recursive least squares on the features
-    ``[y_t, x_t, x_{t-1}, ..., x_{t-L+1}, 1]`` (each standardised by running
-    statistics), predicting the change ``(y_{t+h} - y_t) / s_y``.
+    ``[y_t, x_t, x_{t-1}, ..., x_{t-L+1}, 1]`` predicting the change
+    ``y_{t+h} - y_t``; by default each feature and the change are
+    standardised by running statistics (``standardise=False``: raw values,
+    which a controller's state and commands want -- see
+    `rtrl_edge.compensator`).
 
-    Forgetting factor ``LAMBDA`` (memory ~1,000 samples) with the covariance
-    P bounded: when trace(P) exceeds its initial value F / RIDGE it is scaled
-    back, which keeps the gain finite when the inputs stop varying (plain
-    forgetting divides P by LAMBDA at every step and blows up then)."""
+    Forgetting factor `lam` (``LAMBDA``: memory ~1,000 samples) with the
+    covariance P bounded: when trace(P) exceeds its initial value F / ridge
+    it is scaled back, which keeps the gain finite when the inputs stop
+    varying (plain forgetting divides P by lam at every step and blows up
+    then)."""
 
     kind = "linear (RLS)"
     LAMBDA = 0.999
     RIDGE = 1e-2
 
-    def __init__(self, n_in: int, n_out: int, horizon: int, lags: int):
+    def __init__(self, n_in: int, n_out: int, horizon: int, lags: int, *,
+                 lam: Optional[float] = None, ridge: Optional[float] = None,
+                 standardise: bool = True):
         self.n_in, self.n_out, self.h, self.lags = n_in, n_out, horizon, lags
+        self.lam = self.LAMBDA if lam is None else float(lam)
+        self.ridge = self.RIDGE if ridge is None else float(ridge)
+        self.standardise = bool(standardise)
         f = self.n_features = n_out + n_in * lags + 1
-        self.P = np.eye(f) / self.RIDGE
+        self.P = np.eye(f) / self.ridge
         self.W = np.zeros((f, n_out))
         self.phi_ring = np.zeros((horizon, f))     # features at t-h ... t-1
-        self.lag = np.zeros((lags, n_in))          # standardised x_t ... x_{t-L+1}
+        self.lag = np.zeros((lags, n_in))          # (standardised) x_t ... x_{t-L+1}
         self.seen = np.zeros(1)
         self._Px = np.zeros(f)
         self._outer = np.zeros((f, f))
@@ -149,42 +213,34 @@ class LinearRLS:
         """Learn from the pair of t-h (if its target arrived), then forecast."""
         slot = ctx.t % self.h
         sx, sy = ctx.x_stats, ctx.y_stats
+        scale = sy.std() if self.standardise else 1.0
         if ctx.learn:
-            phi = self.phi_ring[slot]
-            target = (ctx.y - ctx.y_ago) / sy.std()
-            self._update(phi, target)
+            rls_update(self.P, self.W, self.phi_ring[slot], (ctx.y - ctx.y_ago) / scale,
+                       self.lam, self.n_features / self.ridge, self._Px, self._outer)
         # features of now
         self.lag[1:] = self.lag[:-1]
-        self.lag[0] = (ctx.x - sx.mean) / sx.std()
         phi = self._phi
         no = self.n_out
-        phi[:no] = (ctx.y - sy.mean) / sy.std()
+        if self.standardise:
+            self.lag[0] = (ctx.x - sx.mean) / sx.std()
+            phi[:no] = (ctx.y - sy.mean) / scale
+        else:
+            self.lag[0] = ctx.x
+            phi[:no] = ctx.y
         phi[no:-1] = self.lag.reshape(-1)
         phi[-1] = 1.0
         self.phi_ring[slot] = phi
         np.dot(phi, self.W, out=out)
-        out *= sy.std()
+        out *= scale
         out += ctx.y
         self.seen[0] += 1
 
-    def _update(self, phi, target) -> None:
-        P, Px = self.P, self._Px
-        np.dot(P, phi, out=Px)
-        denom = self.LAMBDA + phi @ Px
-        if not denom > 0 or not np.isfinite(denom):
-            return
-        err = target - phi @ self.W
-        self.W += np.outer(Px / denom, err)
-        np.outer(Px, Px, out=self._outer)
-        self._outer /= denom
-        P -= self._outer
-        P /= self.LAMBDA
-        bound = self.n_features / self.RIDGE
-        tr = np.trace(P)
-        if tr > bound:
-            P *= bound / tr
-        if not np.isfinite(tr):          # cannot happen with the bound; never poison
-            P[...] = np.eye(self.n_features) / self.RIDGE
+    def reset(self) -> None:
+        self.lag[...] = 0.0
+
+    def arrays(self):
+        return {k: getattr(self, k) for k in
+                ("P", "W", "phi_ring", "lag", "seen", "_Px", "_outer", "_phi")}
 
 
 class Seasonal:
@@ -268,6 +324,9 @@ class Seasonal:
             i += 1
         self.period[0] = i
 
+    def arrays(self):
+        return {k: getattr(self, k) for k in ("ring", "seen", "period", "_acc")}
+
 
 class RNNMember:
     """An `OnlineRNN` behind a `Forecaster` with ``delta=True`` on the input
@@ -291,8 +350,12 @@ class RNNMember:
         u[:no] = ctx.y if self.base is None else ctx.forecasts[self.base]
         u[no:2 * no] = ctx.y
         u[2 * no:] = ctx.x
-        # the Forecaster learns from the target only when one arrived
-        out[...] = self.fc.update(u, ctx.y if ctx.has_y else None)
+        # the Forecaster learns from the target only when one arrived and
+        # the caller lets it (ctx.teach)
+        out[...] = self.fc.update(u, ctx.y if ctx.has_y and ctx.teach else None)
+
+    def reset(self) -> None:
+        self.fc.reset()
 
     def state(self, prefix):
         return {prefix + k: v for k, v in self.fc.state().items()}
@@ -302,11 +365,19 @@ class RNNMember:
 
 
 def member_losses(forecasts: np.ndarray, y: np.ndarray, scale2: np.ndarray,
-                  out: np.ndarray) -> np.ndarray:
-    """Normalised squared error of each member's forecast (rows) of `y`."""
+                  out: np.ndarray, *, per_channel: bool = False) -> np.ndarray:
+    """Normalised squared error of each member's forecast (rows) of `y`:
+    sum_c d_c^2 / sum_c scale2_c, or with `per_channel` the mean over the
+    channels of d_c^2 / scale2_c (every channel counts alike, whatever its
+    units: a controller's positions and velocities)."""
     d = forecasts - y
-    np.einsum("kc,kc->k", d, d, out=out)
-    out /= max(float(scale2.sum()), 1e-300)
+    if per_channel:
+        d /= np.sqrt(scale2)
+        np.einsum("kc,kc->k", d, d, out=out)
+        out /= len(y)
+    else:
+        np.einsum("kc,kc->k", d, d, out=out)
+        out /= max(float(scale2.sum()), 1e-300)
     return out
 
 
