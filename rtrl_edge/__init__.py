@@ -16,10 +16,11 @@ except ImportError as exc:  # pragma: no cover - only hit in an unbuilt source t
 from .model import CELLS, INITS, LEARNERS, LOSSES, OPTIMIZERS, CheckpointError, OnlineRNN
 from .forecast import Forecaster
 from .auto import AutoForecaster
+from .compensator import DelayCompensator
 from .interop import from_torch, load_torch, to_torch
 from .planning import plan
 
 __version__ = "0.1.0"
-__all__ = ["OnlineRNN", "Forecaster", "AutoForecaster", "CheckpointError", "plan",
+__all__ = ["OnlineRNN", "Forecaster", "AutoForecaster", "DelayCompensator", "CheckpointError", "plan",
            "from_torch", "load_torch", "to_torch", "CELLS", "LEARNERS", "LOSSES", "OPTIMIZERS",
            "INITS", "__version__"]

@@ -36,7 +36,8 @@ from .mixture import (Hedge, LastValue, LinearRLS, RNNMember, RunningStats, Seas
                       clip_losses, member_losses)
 from .model import OnlineRNN, _check_values, _checkpoint_spec
 
-__all__ = ["AutoForecaster", "Mixture", "NotThisKind"]
+__all__ = ["AutoForecaster", "Mixture", "NotThisKind", "build", "largest_hidden",
+           "measure_us", "rnn_member_net"]
 
 
 class NotThisKind(CheckpointError):
@@ -85,13 +86,20 @@ class Mixture:
     """
 
     _KIND = ""
-    #: normalise each channel's error by its own scale (see member_losses)
+    #: weigh the members per channel, each channel's error normalised by its
+    #: own scale (see Hedge and member_losses)
     PER_CHANNEL = False
+    #: targets the weights remember (None: Hedge's default for the horizon)
+    HEDGE_WINDOW: Optional[int] = None
+    #: the most one target can cost a member, in units of the last value's
+    #: average cost (see clip_losses)
+    LOSS_CAP = 100.0
 
     def _start(self, n_in: int, n_out: int, horizon: int) -> None:
         self.n_in, self.n_out, self.horizon = int(n_in), int(n_out), int(horizon)
         h, no, k = self.horizon, self.n_out, len(self.members)
-        self.hedge = Hedge(k, h)
+        self.hedge = Hedge(k, h, self.HEDGE_WINDOW, self._prior(),
+                           no if self.PER_CHANNEL else None)
         self.x_stats, self.y_stats = RunningStats(self.n_in), RunningStats(no)
         self.change2 = RunningStats(no)          # of (y_t - y_{t-h})^2: the loss scale
         self._forecasts = np.zeros((k, no))
@@ -100,7 +108,7 @@ class Mixture:
         self._y_ring = np.zeros((h, no))         # y_{t-h} ... y_{t-1}
         self._y_known = np.zeros(h, dtype=bool)
         self._last_y = np.zeros(no)
-        self._losses = np.zeros(k)
+        self._losses = np.zeros(self.hedge.loss.shape)
         self._out = np.zeros(no)
         self.counters = dict(samples=0, learned=0, scored=0, nonfinite_members=0,
                              rejected=0)
@@ -126,8 +134,8 @@ class Mixture:
         # score once the loss scale rests on a few changes over the horizon
         if has_y and t >= h and self._valid[slot] and self.change2.count[0] >= 8:
             member_losses(self._pending[slot], y, np.maximum(self.change2.mean, 1e-12),
-                          self._losses, per_channel=self.PER_CHANNEL)
-            clip_losses(self._losses)
+                          self._losses)
+            clip_losses(self._losses, self.LOSS_CAP)
             self.hedge.observe(self._losses)
             self.counters["scored"] += 1
         if has_y and t >= h and self._y_known[slot]:
@@ -171,7 +179,11 @@ class Mixture:
         """The weighted mean of the members' normalised losses on the latest
         target (1: as bad as the last value on average)."""
         w = self.hedge.weights
-        return float(w @ self._losses) if self.counters["scored"] else float("nan")
+        if not self.counters["scored"]:
+            return float("nan")
+        if w.ndim == 1:
+            return float(w @ self._losses)
+        return float(np.mean(np.sum(w * self._losses, axis=0)))
 
     @property
     def divergence_recoveries(self) -> int:
@@ -183,8 +195,9 @@ class Mixture:
 
     @property
     def weights(self) -> Dict[str, float]:
-        """Each member's weight in the forecast, by name."""
-        return dict(zip(self.names, (float(w) for w in self.hedge.weights)))
+        """Each member's weight in the forecast, by name (per channel: the
+        mean over the channels)."""
+        return dict(zip(self.names, (float(np.mean(w)) for w in self.hedge.weights)))
 
     @property
     def stats(self) -> Dict[str, object]:
@@ -194,7 +207,7 @@ class Mixture:
         1, lower is better)."""
         out = dict(self.counters)
         out["divergence_recoveries"] = self.divergence_recoveries
-        out["members"] = {name: dict(weight=float(w), recent_error=float(e))
+        out["members"] = {name: dict(weight=float(np.mean(w)), recent_error=float(np.mean(e)))
                           for name, w, e in zip(self.names, self.hedge.weights,
                                                 self.hedge.recent)}
         out["memory_bytes"] = self.memory_bytes
@@ -263,6 +276,10 @@ class Mixture:
         for i, m in enumerate(self.members):
             if isinstance(m, RNNMember):
                 m.restore(arrays, f"r{i}_")
+
+    def _prior(self) -> Optional[np.ndarray]:
+        """The members' head start in loss (None: none, uniform weights)."""
+        return None
 
     def _check_restorable(self, arrays: Dict[str, np.ndarray]) -> None:
         """A subclass's own checks of `restore`'s arrays (ValueError)."""
@@ -402,9 +419,7 @@ class AutoForecaster(Mixture):
         self._start(n_in, n_out, horizon)
 
     def _net(self, width: int, lr: float, index: int) -> OnlineRNN:
-        return OnlineRNN(width, self.hidden, self.n_out, learner="rtrl", optimizer="adam",
-                         lr=lr, clip=1.0, normalize=True, seed=self.seed * 16 + index,
-                         init="uniform")
+        return rnn_member_net(width, self.hidden, self.n_out, lr, self.seed * 16 + index)
 
     def update(self, x, y=None) -> np.ndarray:
         """Take the sample of time t -- inputs `x` (n_in,) and, if known, the
@@ -448,15 +463,38 @@ def build(n_in: int, n_out: int, horizon: int, *, seed: int = 0,
     mixture without RNN members if none fits; ValueError if not even that)."""
     if memory_bytes is None and step_us is None:
         return AutoForecaster(n_in, n_out, horizon, seed=seed)
-    for v, name in ((memory_bytes, "memory_bytes"), (step_us, "step_us")):
-        if v is not None and (isinstance(v, bool) or not v > 0):
-            raise ValueError(f"{name} must be > 0, got {v!r}")
+    check_budgets(memory_bytes, step_us)
     base = AutoForecaster(n_in, n_out, horizon, seed=seed, rnn=False)
-    base_us = _measure_us(base) if step_us is not None else 0.0
-    width = 2 * n_out + n_in
-    members = len(RNN_LRS) + 1
+    base_us = 0.0
+    if step_us is not None:
+        scratch = AutoForecaster(n_in, n_out, horizon, seed=seed, rnn=False)
+        rng = np.random.default_rng(0)
+        base_us = measure_us(scratch.update, rng.standard_normal((60, n_in)),
+                             rng.standard_normal((60, n_out)))
+    hidden = largest_hidden(base.memory_bytes, base_us, 2 * n_out + n_in, n_out, horizon,
+                            len(RNN_LRS) + 1, memory_bytes, step_us)
+    if hidden is not None:
+        return AutoForecaster(n_in, n_out, horizon, seed=seed, hidden=hidden)
+    return base
+
+
+def check_budgets(memory_bytes, step_us) -> None:
+    """ValueError unless each budget given is a number > 0."""
+    for v, name in ((memory_bytes, "memory_bytes"), (step_us, "step_us")):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                              or not v > 0):
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+
+
+def largest_hidden(base_bytes: int, base_us: float, width: int, n_out: int, horizon: int,
+                   members: int, memory_bytes: Optional[int], step_us: Optional[float]
+                   ) -> Optional[int]:
+    """The largest of `RNN_SIZES` whose `members` RNN members (exact RTRL,
+    Adam, on `width` inputs), added to a mixture of `base_bytes` and
+    `base_us` without them, fit the budgets; None if none does.  ValueError
+    if not even the mixture without them fits."""
     for n in RNN_SIZES:
-        mem = base.memory_bytes + members * (
+        mem = base_bytes + members * (
             planning.memory_bytes(width, n, n_out, learner="rtrl", optimizer="adam")
             + 4 * 2 * horizon * width + 8 * width)
         if memory_bytes is not None and mem > memory_bytes:
@@ -465,12 +503,19 @@ def build(n_in: int, n_out: int, horizon: int, *, seed: int = 0,
             per = _rnn_step_us(width, n, n_out, horizon)
             if base_us + members * per > step_us:
                 continue
-        return AutoForecaster(n_in, n_out, horizon, seed=seed, hidden=n)
-    if (memory_bytes is None or base.memory_bytes <= memory_bytes) and \
+        return n
+    if (memory_bytes is None or base_bytes <= memory_bytes) and \
             (step_us is None or base_us <= step_us):
-        return base
+        return None
     raise ValueError(f"nothing fits: the mixture without RNN members alone needs "
-                     f"{base.memory_bytes:,} bytes and about {base_us:.0f} us per step")
+                     f"{base_bytes:,} bytes and about {base_us:.0f} us per step")
+
+
+def rnn_member_net(width: int, hidden: int, n_out: int, lr: float, seed: int) -> OnlineRNN:
+    """The model of an RNN member: exact RTRL, Adam at `lr`, clipped,
+    normalised inputs, uniform initialisation."""
+    return OnlineRNN(width, hidden, n_out, learner="rtrl", optimizer="adam", lr=lr, clip=1.0,
+                     normalize=True, seed=seed, init="uniform")
 
 
 def estimate_bytes(n_in: int, n_out: int, horizon: int, hidden: int = DEFAULT_HIDDEN) -> int:
@@ -487,19 +532,15 @@ def estimate_bytes(n_in: int, n_out: int, horizon: int, hidden: int = DEFAULT_HI
     return rnn + linear + Seasonal.bytes_for(n_out) + mixture
 
 
-def _measure_us(fc: AutoForecaster, steps: int = 60) -> float:
-    """Median us of `fc.update` on a synthetic stream, in a scratch copy."""
-    scratch = AutoForecaster(fc.n_in, fc.n_out, fc.horizon, seed=fc.seed, hidden=fc.hidden,
-                             rnn=fc.rnn)
-    rng = np.random.default_rng(0)
-    xs = rng.standard_normal((steps, fc.n_in))
-    ys = rng.standard_normal((steps, fc.n_out))
+def measure_us(step, *inputs) -> float:
+    """Median us of ``step(*row)`` over the rows of `inputs` (the first
+    third discarded as warm-up), on a scratch object the caller built."""
     times = []
-    for x, y in zip(xs, ys):
+    for row in zip(*inputs):
         t0 = time.perf_counter_ns()
-        scratch.update(x, y)
+        step(*row)
         times.append(time.perf_counter_ns() - t0)
-    return float(np.median(times[steps // 3:])) / 1e3
+    return float(np.median(times[len(times) // 3:])) / 1e3
 
 
 def _rnn_step_us(width: int, n: int, n_out: int, horizon: int) -> float:

@@ -77,19 +77,35 @@ class RunningStats:
 
 class Hedge:
     """Exponentially weighted average of K forecasts with forgetting (module
-    doc).  ``ETA`` and ``WINDOW`` are fixed: nothing to tune per signal."""
+    doc).  ``ETA`` and ``WINDOW`` are fixed: nothing to tune per signal.
+
+    With `channels`, each of the forecast's channels has its own weights,
+    from its own losses (shape (K, channels)): a member may be the best for
+    one state channel and not for another."""
 
     ETA = 2.0
     WINDOW = 100           # targets, at least; 20 h for a horizon h (see observe)
 
-    def __init__(self, k: int, horizon: int = 1):
+    def __init__(self, k: int, horizon: int = 1, window: Optional[int] = None,
+                 prior: Optional[np.ndarray] = None, channels: Optional[int] = None):
         # The errors of forecasts h steps ahead overlap over h samples, so
         # they carry about 1/h of the evidence each: the window grows with h.
-        self.window = max(self.WINDOW, 20 * horizon)
-        self.loss = np.zeros(k)          # discounted cumulative normalised loss
-        self.recent = np.zeros(k)        # EMA of the normalised loss (for stats)
-        self.weights = np.full(k, 1.0 / k)
+        self.window = max(self.WINDOW, 20 * horizon) if window is None else int(window)
+        shape = (k,) if channels is None else (k, channels)
+        # `prior`: a head start in loss, per member (forgotten like any loss),
+        # for members that are known to be better before any evidence
+        self.loss = np.zeros(shape)
+        if prior is not None:
+            self.loss += np.asarray(prior, dtype=np.float64).reshape((k,) + (1,) * (len(shape) - 1))
+        self.recent = np.zeros(shape)    # EMA of the normalised loss (for stats)
+        self.weights = np.zeros(shape)
+        self._reweigh()
         self.scored = np.zeros(1)
+
+    def _reweigh(self) -> None:
+        z = -self.ETA * (self.loss - self.loss.min(axis=0))
+        np.exp(z, out=self.weights)
+        self.weights /= self.weights.sum(axis=0)
 
     def observe(self, losses: np.ndarray) -> None:
         lam = 1.0 - 1.0 / self.window
@@ -98,12 +114,13 @@ class Hedge:
         a = 1.0 / min(self.scored[0] + 1.0, self.window)
         self.recent += a * (losses - self.recent)
         self.scored[0] += 1
-        z = -self.ETA * (self.loss - self.loss.min())
-        np.exp(z, out=self.weights)
-        self.weights /= self.weights.sum()
+        self._reweigh()
 
     def combine(self, forecasts: np.ndarray, out: np.ndarray) -> np.ndarray:
-        np.dot(self.weights, forecasts, out=out)
+        if self.weights.ndim == 1:
+            np.dot(self.weights, forecasts, out=out)
+        else:
+            np.einsum("kc,kc->c", self.weights, forecasts, out=out)
         return out
 
 
@@ -365,16 +382,16 @@ class RNNMember:
 
 
 def member_losses(forecasts: np.ndarray, y: np.ndarray, scale2: np.ndarray,
-                  out: np.ndarray, *, per_channel: bool = False) -> np.ndarray:
+                  out: np.ndarray) -> np.ndarray:
     """Normalised squared error of each member's forecast (rows) of `y`:
-    sum_c d_c^2 / sum_c scale2_c, or with `per_channel` the mean over the
-    channels of d_c^2 / scale2_c (every channel counts alike, whatever its
-    units: a controller's positions and velocities)."""
+    into `out` of shape (K,), sum_c d_c^2 / sum_c scale2_c; into `out` of
+    shape (K, channels), each channel's d_c^2 / scale2_c (every channel
+    counts alike, whatever its units: a controller's positions and
+    velocities)."""
     d = forecasts - y
-    if per_channel:
-        d /= np.sqrt(scale2)
-        np.einsum("kc,kc->k", d, d, out=out)
-        out /= len(y)
+    if out.ndim == 2:
+        np.square(d, out=out)
+        out /= scale2
     else:
         np.einsum("kc,kc->k", d, d, out=out)
         out /= max(float(scale2.sum()), 1e-300)
