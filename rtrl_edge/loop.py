@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .compensator import DelayCompensator
 from .forecast import Forecaster
 from .model import CheckpointError, OnlineRNN
 
@@ -189,6 +190,35 @@ class PIController:
 
 # -- the loop ----------------------------------------------------------------
 
+class _Compensated:
+    """A `DelayCompensator` as OnlineLoop's forecaster: the loop's input
+    channels are the state, its forecast is the predicted state's target
+    channels at t + delay, and every command the loop sends is recorded as
+    sent (`command`)."""
+
+    def __init__(self, comp: DelayCompensator, positions: np.ndarray):
+        self.comp, self.positions = comp, positions
+        self.n_in, self.n_out, self.horizon = comp.n_state, len(positions), comp.delay
+
+    def update(self, x, y):
+        return self.comp.update(x)[self.positions]
+
+    def command(self, u: float) -> None:
+        self.comp.command(np.full(self.comp.n_command, u))
+
+    def reset(self) -> None:
+        # a break in the stream: the commands already sent are still in flight
+        self.comp.reset(in_flight=self.comp.in_flight)
+
+    def save(self, path, extra=None, *, key=None) -> None:
+        self.comp.save(path, extra, key=key)
+
+    stats = property(lambda self: self.comp.stats)
+    last_loss = property(lambda self: self.comp.last_loss)
+    divergence_recoveries = property(lambda self: self.comp.divergence_recoveries)
+    memory_bytes = property(lambda self: self.comp.memory_bytes)
+
+
 _COUNTERS = ("samples", "learned", "forecasts", "commands", "deadline_misses",
              "dropped_late", "rejected", "gaps", "checkpoints", "checkpoint_failures",
              "nonfinite_forecasts")
@@ -199,7 +229,11 @@ class OnlineLoop:
 
     Parameters
     ----------
-    forecaster : Forecaster
+    forecaster : Forecaster, AutoForecaster or DelayCompensator
+        A `DelayCompensator` predicts its state -- the input channels -- at
+        the time a command sent now lands; the controller acts on the
+        prediction of the target channels, and every command sent is
+        recorded in it.
     source : object with ``read() -> list of arrays`` and ``exhausted``
     inputs, targets : sequence of int
         Channels fed to the network and channels forecast (default: all in,
@@ -227,12 +261,21 @@ class OnlineLoop:
                  max_backlog: int = 10, checkpoint: Optional[str] = None,
                  checkpoint_every: float = 60.0, checkpoint_key: Optional[bytes] = None,
                  error_window: int = 1000, trace: int = 0):
-        self.fc = forecaster
         self.net = getattr(forecaster, "net", None)     # the model, for a plain Forecaster
         self.source = source
         n_ch = self.channels = getattr(source, "channels", None)
         self.inputs = np.asarray(list(range(n_ch)) if inputs is None else inputs, dtype=np.intp)
         self.targets = np.asarray(targets, dtype=np.intp)
+        if isinstance(forecaster, DelayCompensator):
+            # the state is the input channels; the targets must be among them
+            where = {int(c): i for i, c in enumerate(self.inputs)}
+            if any(int(c) not in where for c in self.targets):
+                raise ValueError(f"a DelayCompensator predicts its state, the input channels "
+                                 f"{self.inputs.tolist()}; the targets "
+                                 f"{self.targets.tolist()} must be among them")
+            forecaster = _Compensated(forecaster, np.array([where[int(c)] for c in
+                                                            self.targets], dtype=np.intp))
+        self.fc = forecaster
         if len(self.inputs) != forecaster.n_in or len(self.targets) != forecaster.n_out:
             raise ValueError(f"the network takes {forecaster.n_in} inputs and "
                              f"{forecaster.n_out} "
@@ -308,6 +351,8 @@ class OnlineLoop:
             self.last_command = u
             if self.sink is not None:
                 self.sink(u)
+            if hasattr(self.fc, "command"):       # a DelayCompensator: the command sent
+                self.fc.command(u)
             self.counters["commands"] += 1
         elapsed = time.perf_counter_ns() - t_start
         self.hist.record(elapsed)
@@ -475,15 +520,18 @@ class OnlineLoop:
 
     @staticmethod
     def resume_any(path: str, *, key: Optional[bytes] = None):
-        """(forecaster source, extra) from a checkpoint of either kind: an
-        `AutoForecaster` (restored whole), or an `OnlineRNN` whose Forecaster
-        the caller rebuilds (see `resume`).  Raises FileNotFoundError or
+        """(forecaster source, extra) from a checkpoint of any kind: an
+        `AutoForecaster` or a `DelayCompensator` (restored whole), or an
+        `OnlineRNN` whose Forecaster the caller rebuilds (see `resume`).  Raises FileNotFoundError or
         CheckpointError."""
         from .auto import AutoForecaster, NotThisKind
         try:
             fc, extra = AutoForecaster.load_with_extra(path, key=key)
         except NotThisKind:
-            return OnlineLoop.resume(path, key=key)
+            try:
+                fc, extra = DelayCompensator.load_with_extra(path, key=key)
+            except NotThisKind:
+                return OnlineLoop.resume(path, key=key)
         if "loop_counters" not in extra:
             raise CheckpointError(f"{path!r} holds a forecaster but no loop state: not a "
                                   f"checkpoint of rtrl-edge run")

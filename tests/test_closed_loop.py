@@ -25,8 +25,8 @@ def run_loop(build, tmp_path, control_on):
         summary = tmp_path / f"{control_on}.json"
         env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
         res = subprocess.run(
-            [sys.executable, "-m", "rtrl_edge", "run", "--learner", "rtrl", "--port", port, "--max-steps", "2000",
-             "--horizon", "20", "--actuation-delay", "20", "--kp", "2", "--ki", "1",
+            [sys.executable, "-m", "rtrl_edge", "run", "--port", port, "--max-steps", "2000",
+             "--actuation-delay", "20", "--kp", "2", "--ki", "1",
              "--control-on", control_on, "--quiet", "--summary-json", str(summary)],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr

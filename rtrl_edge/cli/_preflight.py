@@ -53,8 +53,14 @@ def check_output_path(path: Optional[str]) -> Optional[str]:
 
 def _checkpoint_values(net, extra) -> Dict[str, object]:
     from ..auto import AutoForecaster
+    from ..compensator import DelayCompensator
     if isinstance(net, AutoForecaster):
         values = dict(kind="auto", hidden=net.hidden, seed=net.seed, horizon=net.horizon)
+        _add_target(values, extra)
+        return values
+    if isinstance(net, DelayCompensator):
+        values = dict(kind="delay", hidden=net.hidden, seed=net.seed, horizon=net.delay,
+                      actuation_delay=net.delay)
         _add_target(values, extra)
         return values
     cfg = net.config
@@ -79,12 +85,18 @@ def differing_flags(args, net, extra) -> List[str]:
     the command line that differs from the checkpoint's."""
     saved = _checkpoint_values(net, extra)
     out = []
-    if saved["kind"] == "auto":
+    holds = dict(auto="the auto mixture", delay="a DelayCompensator").get(saved["kind"])
+    if holds:
         for name in PLAIN_FLAGS:
             given = getattr(args, name)
             if given is not None:
-                out.append(f"--{name.replace('_', '-')}: the checkpoint holds the auto mixture "
+                out.append(f"--{name.replace('_', '-')}: the checkpoint holds {holds} "
                            f"(no such setting), command line {given}")
+    delay = getattr(args, "actuation_delay", None)
+    if delay is not None and delay != saved.get("actuation_delay", 0):
+        out.append(f"--actuation-delay: checkpoint {saved.get('actuation_delay', 0)} "
+                   f"({'a DelayCompensator' if saved['kind'] == 'delay' else 'no compensator'})"
+                   f", command line {delay}")
     for name in DEFAULTS:
         given = getattr(args, name)
         if given is None or name not in saved:
@@ -100,9 +112,16 @@ def differing_flags(args, net, extra) -> List[str]:
 def model_settings(args, net=None, extra=None) -> Dict[str, object]:
     """Every model flag: as given, else the checkpoint's, else the default."""
     saved = _checkpoint_values(net, extra) if net is not None else {}
-    kind = saved.get("kind") or ("auto" if wants_auto(args) else "plain")
-    defaults = dict(DEFAULTS, hidden=AUTO_HIDDEN) if kind == "auto" else DEFAULTS
+    kind = saved.get("kind") or ("delay" if getattr(args, "actuation_delay", None) else
+                                 "auto" if wants_auto(args) else "plain")
+    defaults = dict(DEFAULTS, hidden=AUTO_HIDDEN) if kind in ("auto", "delay") else DEFAULTS
     settings = {"kind": kind}
+    delay = getattr(args, "actuation_delay", None)
+    settings["actuation_delay"] = delay if delay is not None else \
+        saved.get("actuation_delay", 0)
+    if kind == "delay":
+        # the compensator forecasts the state when a command sent now lands
+        defaults = dict(defaults, horizon=settings["actuation_delay"])
     for name, default in defaults.items():
         given = getattr(args, name)
         settings[name] = given if given is not None else saved.get(name, default)
@@ -149,12 +168,16 @@ def check_sizes(settings: Dict[str, object], channels: int, trace: int = 0,
     if window_bytes > available:
         return (f"--horizon {h} needs {_bytes(window_bytes)} for the forecast window; "
                 f"{_bytes(available)} of memory is available")
-    if settings.get("kind") == "auto":
-        from ..auto import estimate_bytes
-        need = estimate_bytes(m, o, h, n)
+    if settings.get("kind") in ("auto", "delay"):
+        if settings["kind"] == "auto":
+            from ..auto import estimate_bytes
+            need, what = estimate_bytes(m, o, h, n), "the auto mixture's RNN members"
+        else:
+            from ..compensator import estimate_bytes
+            need, what = estimate_bytes(m, 1, h, n), "the DelayCompensator's RNN members"
         if need + window_bytes <= available:
             return None
-        return (f"--hidden {n} (the auto mixture's RNN members) needs {_bytes(need)}; "
+        return (f"--hidden {n} ({what}) needs {_bytes(need)}; "
                 f"{_bytes(available)} of memory is available")
     # a lower bound first (parameters, gradient, last good copy, moments,
     # tbptt's ring), cheap at any size; then the exact figure

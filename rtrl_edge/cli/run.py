@@ -11,10 +11,11 @@ import numpy as np
 from .. import data
 from ..forecast import Forecaster
 from ..auto import AutoForecaster
+from ..compensator import DelayCompensator
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
 from ._common import json_safe, write_json, positive_float, positive_int
-from ._preflight import (DEFAULTS, check_output_path, check_sizes, differing_flags,
-                         keep_as_backup, model_settings)
+from ._preflight import (DEFAULTS, PLAIN_FLAGS, check_output_path, check_sizes,
+                         differing_flags, keep_as_backup, model_settings, wants_auto)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -91,10 +92,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--kp", type=float, default=0.8, help="controller gain (default: 0.8)")
     run.add_argument("--ki", type=float, default=0.4,
                      help="controller integral gain, per second (default: 0.4)")
-    run.add_argument("--actuation-delay", type=int, default=0, metavar="N",
+    run.add_argument("--actuation-delay", type=_non_negative_int, default=None, metavar="N",
                      help="hold every command N samples before sending it: the latency of a "
-                          "slow actuator or bus, which acting on a forecast compensates "
-                          "(default: 0)")
+                          "slow actuator or bus. With N > 0 the forecaster is a "
+                          "DelayCompensator: it predicts every channel N samples ahead from "
+                          "the channels and the commands in flight, and the controller acts "
+                          "on that (default: 0, or the checkpoint's with --resume)")
     run.add_argument("--summary-json", metavar="PATH", help="write the closing summary as JSON")
     run.add_argument("--plot", metavar="PNG",
                      help="draw signal, forecast and error (needs matplotlib: "
@@ -102,6 +105,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no live progress")
     run.set_defaults(func=main)
     return run
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def _progress_line(summary: dict) -> str:
@@ -183,6 +196,11 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         elif args.resume:
             say(f"rtrl-edge run: no checkpoint at {args.checkpoint} yet: starting afresh")
     settings = model_settings(args, net, extra)
+    if settings["kind"] == "delay" and net is None and not wants_auto(args):
+        given = [f"--{k.replace('_', '-')}" for k in PLAIN_FLAGS if getattr(args, k) is not None]
+        return fail(f"{', '.join(given)}: with --actuation-delay the forecaster is a "
+                    f"DelayCompensator (a mixture with nothing to tune; --hidden and --seed "
+                    f"set its RNN members); leave {'it' if len(given) == 1 else 'them'} out")
 
     # -- the source
     link = None
@@ -216,10 +234,20 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
     channels, target = source.channels, settings["target"]
     if not 0 <= target < channels:
         return fail(f"--target {target} but the source has {channels} channels")
-    if net is not None and net.n_in != channels:
-        return fail(f"the checkpoint's model takes {net.n_in} inputs; this source has "
+    reads = net.n_state if isinstance(net, DelayCompensator) else getattr(net, "n_in", None)
+    if net is not None and reads != channels:
+        return fail(f"the checkpoint's model takes {reads} inputs; this source has "
                     f"{channels} channels")
-    fc = net if isinstance(net, AutoForecaster) else None
+    fc = net if isinstance(net, (AutoForecaster, DelayCompensator)) else None
+    delay = settings["actuation_delay"]
+    has_actuator = link is not None and link.hello.n_actuators > 0 and not args.no_control
+    if delay and not has_actuator:
+        return fail("--actuation-delay delays the commands sent to a board's actuator: it "
+                    "needs --port with a board that has one (and no --no-control)")
+    if settings["kind"] == "delay" and settings["horizon"] != delay:
+        return fail(f"--horizon {settings['horizon']}: with --actuation-delay {delay} the "
+                    f"forecast is of the state when a command sent now lands, {delay} samples "
+                    f"ahead; leave --horizon out")
     # the target first: the forecaster learns its change over the horizon
     inputs = [target] + [c for c in range(channels) if c != target]
     trace = 5000 if args.plot else 0
@@ -227,7 +255,10 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
         problem = check_sizes(settings, channels, trace)
         if problem:
             return fail(problem)
-    if net is None and settings["kind"] == "auto":
+    if net is None and settings["kind"] == "delay":
+        fc = DelayCompensator(channels, 1, delay, seed=settings["seed"],
+                              hidden=settings["hidden"])
+    elif net is None and settings["kind"] == "auto":
         fc = AutoForecaster(channels, 1, settings["horizon"], seed=settings["seed"],
                             hidden=settings["hidden"])
     elif net is None:
@@ -250,7 +281,7 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
         controller = PIController(kp=args.kp, ki=args.ki, setpoint=args.setpoint, dt=dt)
         if args.control_on == "measurement":
             controller = _on_measurement(controller)
-        sink = _DelayLine(args.actuation_delay, lambda u: link.command(int(round(u * 1000))))
+        sink = _DelayLine(delay, lambda u: link.command(int(round(u * 1000))))
     deadline = args.deadline_ms
     if deadline is None and getattr(source, "rate_hz", None):
         deadline = 1000.0 / source.rate_hz
