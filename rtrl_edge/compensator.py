@@ -7,7 +7,7 @@ then is a function of the state now and of the d commands already in flight
 controller that acts on a prediction of that state instead of the
 measurement works as if there were no delay (a Smith predictor, learnt).
 
-It is a mixture (`rtrl_edge.auto.Mixture`, the machinery of
+It is a mixture (`rtrl_edge.mixture.Mixture`, the machinery of
 `Forecaster.auto`) of predictors of s_{t+d} from s_t and the commands in
 flight, weighted by `Hedge` on their recent error (each state channel
 normalised by its own mean squared change over d steps, so positions and
@@ -51,10 +51,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from . import planning
-from .auto import (Mixture, _check_vector, check_budgets, largest_hidden, measure_us,
-                   rnn_member_net)
 from .checkpoint import CheckpointError
-from .mixture import Extrapolation, LastValue, LinearRLS, RNNMember
+from .members import Extrapolation, LastValue, LinearRLS, RNNMember
+from .mixture import (Mixture, _check_vector, check_budgets, largest_hidden, measure_us,
+                      rnn_member_net)
 
 __all__ = ["DelayCompensator"]
 

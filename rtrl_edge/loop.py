@@ -524,7 +524,8 @@ class OnlineLoop:
         `AutoForecaster` or a `DelayCompensator` (restored whole), or an
         `OnlineRNN` whose Forecaster the caller rebuilds (see `resume`).  Raises FileNotFoundError or
         CheckpointError."""
-        from .auto import AutoForecaster, NotThisKind
+        from .auto import AutoForecaster
+        from .mixture import NotThisKind
         try:
             fc, extra = AutoForecaster.load_with_extra(path, key=key)
         except NotThisKind:

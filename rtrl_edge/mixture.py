@@ -1,8 +1,10 @@
-"""Forecasters combined online, and the members they combine (DESIGN §3.11).
+"""Forecasters combined online (DESIGN §3.11): the machinery that
+`Forecaster.auto` (`rtrl_edge.auto`) and `DelayCompensator`
+(`rtrl_edge.compensator`) build on.
 
-Every member forecasts the target h samples ahead at every sample; when the
-target of a forecast arrives, each member's loss is known, and `Hedge`
-weights the members by their recent losses:
+Every member (`rtrl_edge.members`) forecasts the target h samples ahead at
+every sample; when the target of a forecast arrives, each member's loss is
+known, and `Hedge` weights the members by their recent losses:
 
     loss_i,t = sum_c (f_i,c - y_c)^2 / sum_c s_c^2     (s_c^2: running mean of
                                                         the h-sample change^2)
@@ -15,65 +17,37 @@ follow the best member as it changes (a member that learns overtakes the
 linear ones; a member that diverges loses its weight within a few dozen
 targets).  With lam = 1 the rule has regret O(sqrt(T log K)) to the best
 member; here it tracks the best one over roughly the last WINDOW targets.
+Per channel (``Mixture.PER_CHANNEL``), each channel c has its own weights
+from its own loss (f_i,c - y_c)^2 / s_c^2.  A member may start with a head
+start in L (a prior), forgotten like any loss.
 
-Members (all causal: each learns from the pair (what it saw at t - h, the
-target of t) only when that target arrives):
-
-  LastValue      y_t: doing nothing, the floor every forecast is held to.
-  Extrapolation  y_t + h (y_t - y_{t-1}): the straight line through the last
-                 two samples.
-  LinearRLS      recursive least squares on a lag window, predicting the
-                 change over the horizon; forgetting with a bounded
-                 covariance (plain exponential forgetting blows up when the
-                 inputs barely vary).
-  Seasonal       y_t plus the average change over the horizon one, two and
-                 three periods ago, once a period is detected by
-                 autocorrelation of the recent changes (y_t until then).
-  RNN            an `OnlineRNN` through a `Forecaster` learning the change
-                 from a base forecast: the last value, or a linear member's
-                 forecast (the RNN then learns what the linear model misses).
-
-All state is preallocated at construction; a step allocates only numpy's
-small temporaries.  A mixture (`rtrl_edge.auto.Mixture`) owns the members:
-it saves the live arrays a member lists in ``arrays()`` (names starting with
-``_`` are scratch, not saved) and calls a member's ``reset()`` at a break in
-the stream; only an RNN member has a `state`/`restore` of its own (its
-Forecaster's window).
+`Mixture` holds what every mixture shares: the members' forecasts pending
+their targets, the scoring, the weights, the budgets' choice of RNN size,
+and one checkpoint for everything.
 """
 from __future__ import annotations
 
-from typing import Optional
+import json
+import os
+import time
+from typing import Dict, Optional
 
 import numpy as np
 
-from .forecast import Forecaster
-from .model import OnlineRNN
+from . import checkpoint, planning
+from .checkpoint import CheckpointError
+from .members import RNNMember, RunningStats
+from .model import OnlineRNN, _check_values, _checkpoint_spec
 
-__all__ = ["Hedge", "LastValue", "Extrapolation", "LinearRLS", "Seasonal", "RNNMember",
-           "RunningStats", "rls_update"]
+__all__ = ["Hedge", "Mixture", "NotThisKind", "check_budgets", "largest_hidden",
+           "measure_us", "member_losses", "clip_losses", "rnn_member_net"]
+
+#: hidden sizes tried for the RNN members, largest first, when budgets are given
+RNN_SIZES = (32, 24, 16, 12, 8, 4)
 
 
-class RunningStats:
-    """Per-channel running mean and variance: exact for the first `window`
-    samples, exponentially forgetting afterwards (as the model's normaliser)."""
-
-    def __init__(self, width: int, window: int = 10_000):
-        self.mean = np.zeros(width)
-        self.var = np.zeros(width)
-        self.count = np.zeros(1)
-        self.window = window
-
-    def update(self, v: np.ndarray) -> None:
-        self.count[0] += 1
-        a = 1.0 / min(self.count[0], self.window)
-        d = v - self.mean
-        self.mean += a * d
-        self.var *= 1.0 - a
-        self.var += (1.0 - a) * a * d * d
-
-    def std(self, floor: float = 1e-12) -> np.ndarray:
-        return np.sqrt(self.var + floor)
-
+class NotThisKind(CheckpointError):
+    """A valid checkpoint of another kind (a single model's, or another mixture's)."""
 
 class Hedge:
     """Exponentially weighted average of K forecasts with forgetting (module
@@ -124,263 +98,6 @@ class Hedge:
         return out
 
 
-class LastValue:
-    """The forecast of y_{t+h} is y_t."""
-
-    kind = "last value"
-
-    def __init__(self, n_out: int):
-        self.n_out = n_out
-
-    def step(self, ctx, out: np.ndarray) -> None:
-        out[...] = ctx.y
-
-
-class Extrapolation:
-    """The forecast of y_{t+h} is y_t + h (y_t - y_{t-1}) (y_t until a
-    previous sample is known)."""
-
-    kind = "linear extrapolation"
-
-    def __init__(self, n_out: int, horizon: int):
-        self.h = horizon
-        self.prev = np.zeros(n_out)
-        self.has_prev = np.zeros(1)
-
-    def step(self, ctx, out: np.ndarray) -> None:
-        out[...] = ctx.y
-        if self.has_prev[0]:
-            out += self.h * (ctx.y - self.prev)
-        self.prev[...] = ctx.y
-        self.has_prev[0] = 1.0
-
-    def reset(self) -> None:
-        self.has_prev[0] = 0.0
-
-    def arrays(self):
-        return {"prev": self.prev, "has_prev": self.has_prev}
-
-
-def rls_update(P: np.ndarray, W: np.ndarray, phi: np.ndarray, target: np.ndarray,
-               lam: float, bound: float, Px: np.ndarray, outer: np.ndarray) -> None:
-    """One step of recursive least squares with forgetting factor `lam`,
-    in place: W <- W + gain (target - phi W), P <- (P - gain phi^T P) / lam,
-    then P scaled back whenever trace(P) exceeds `bound` (so that forgetting
-    cannot make the gain grow without limit while the inputs barely vary).
-    `Px` and `outer` are scratch of shapes (f,) and (f, f).  A step whose
-    denominator is not a positive finite number changes nothing."""
-    np.dot(P, phi, out=Px)
-    denom = lam + phi @ Px
-    if not denom > 0 or not np.isfinite(denom):
-        return
-    err = target - phi @ W
-    W += np.outer(Px / denom, err)
-    np.outer(Px, Px, out=outer)
-    outer /= denom
-    P -= outer
-    P /= lam
-    tr = np.trace(P)
-    if tr > bound:
-        P *= bound / tr
-    if not np.isfinite(tr):          # cannot happen with the bound; never poison
-        P[...] = np.eye(len(P)) * (bound / len(P))
-
-
-class LinearRLS:
-    """Recursive least squares on the features
-    ``[y_t, x_t, x_{t-1}, ..., x_{t-L+1}, 1]`` predicting the change
-    ``y_{t+h} - y_t``; by default each feature and the change are
-    standardised by running statistics (``standardise=False``: raw values,
-    which a controller's state and commands want -- see
-    `rtrl_edge.compensator`).
-
-    Forgetting factor `lam` (``LAMBDA``: memory ~1,000 samples) with the
-    covariance P bounded: when trace(P) exceeds its initial value F / ridge
-    it is scaled back, which keeps the gain finite when the inputs stop
-    varying (plain forgetting divides P by lam at every step and blows up
-    then)."""
-
-    kind = "linear (RLS)"
-    LAMBDA = 0.999
-    RIDGE = 1e-2
-
-    def __init__(self, n_in: int, n_out: int, horizon: int, lags: int, *,
-                 lam: Optional[float] = None, ridge: Optional[float] = None,
-                 standardise: bool = True):
-        self.n_in, self.n_out, self.h, self.lags = n_in, n_out, horizon, lags
-        self.lam = self.LAMBDA if lam is None else float(lam)
-        self.ridge = self.RIDGE if ridge is None else float(ridge)
-        self.standardise = bool(standardise)
-        f = self.n_features = n_out + n_in * lags + 1
-        self.P = np.eye(f) / self.ridge
-        self.W = np.zeros((f, n_out))
-        self.phi_ring = np.zeros((horizon, f))     # features at t-h ... t-1
-        self.lag = np.zeros((lags, n_in))          # (standardised) x_t ... x_{t-L+1}
-        self.seen = np.zeros(1)
-        self._Px = np.zeros(f)
-        self._outer = np.zeros((f, f))
-        self._phi = np.zeros(f)
-
-    @staticmethod
-    def bytes_for(n_in, n_out, horizon, lags) -> int:
-        f = n_out + n_in * lags + 1
-        return 8 * (2 * f * f + f * n_out + horizon * f + lags * n_in + 2 * f + 1)
-
-    def step(self, ctx, out: np.ndarray) -> None:
-        """Learn from the pair of t-h (if its target arrived), then forecast."""
-        slot = ctx.t % self.h
-        sx, sy = ctx.x_stats, ctx.y_stats
-        scale = sy.std() if self.standardise else 1.0
-        if ctx.learn:
-            rls_update(self.P, self.W, self.phi_ring[slot], (ctx.y - ctx.y_ago) / scale,
-                       self.lam, self.n_features / self.ridge, self._Px, self._outer)
-        # features of now
-        self.lag[1:] = self.lag[:-1]
-        phi = self._phi
-        no = self.n_out
-        if self.standardise:
-            self.lag[0] = (ctx.x - sx.mean) / sx.std()
-            phi[:no] = (ctx.y - sy.mean) / scale
-        else:
-            self.lag[0] = ctx.x
-            phi[:no] = ctx.y
-        phi[no:-1] = self.lag.reshape(-1)
-        phi[-1] = 1.0
-        self.phi_ring[slot] = phi
-        np.dot(phi, self.W, out=out)
-        out *= scale
-        out += ctx.y
-        self.seen[0] += 1
-
-    def reset(self) -> None:
-        self.lag[...] = 0.0
-
-    def arrays(self):
-        return {k: getattr(self, k) for k in
-                ("P", "W", "phi_ring", "lag", "seen", "_Px", "_outer", "_phi")}
-
-
-class Seasonal:
-    """``y_t`` plus the mean change over the horizon one, two and three
-    periods ago.  The period is re-detected every ``EVERY`` samples from the
-    autocorrelation of the last ``memory`` one-sample changes of the first
-    target channel (periods from 2 to memory/4 samples); a peak above
-    ``MIN_CORR`` sets it.  Until then (or when none is found) it forecasts
-    ``y_t`` like the last value."""
-
-    kind = "seasonal"
-    EVERY = 64
-    MIN_CORR = 0.5
-    REPEATS = 3
-
-    def __init__(self, n_out: int, horizon: int, memory: int = 1024):
-        self.n_out, self.h, self.memory = n_out, horizon, memory
-        self.ring = np.zeros((memory, n_out))      # y, oldest overwritten
-        self.seen = np.zeros(1)
-        self.period = np.zeros(1)                  # 0: none detected
-        self._acc = np.zeros(n_out)
-
-    @staticmethod
-    def bytes_for(n_out, memory=1024, **_) -> int:
-        return 8 * (memory * n_out + 2)
-
-    def _y(self, ago: int) -> np.ndarray:
-        return self.ring[(int(self.seen[0]) - 1 - ago) % self.memory]
-
-    def step(self, ctx, out: np.ndarray) -> None:
-        self.ring[int(self.seen[0]) % self.memory] = ctx.y
-        self.seen[0] += 1
-        n = int(self.seen[0])
-        if n % self.EVERY == 0 and n >= self.memory // 2:
-            self._detect(min(n, self.memory))
-        out[...] = ctx.y
-        p, h, held = int(self.period[0]), self.h, min(n, self.memory)
-        if p == 0:
-            return
-        acc, used = self._acc, 0
-        acc[...] = 0.0
-        first = max(1, -(-h // p))           # y_{t+h-kP} must be in the past
-        for k in range(first, first + self.REPEATS):
-            if k * p >= held:
-                break
-            acc += self._y(k * p - h)
-            acc -= self._y(k * p)
-            used += 1
-        if used:
-            acc /= used
-            out += acc
-
-    def _detect(self, count: int) -> None:
-        start = int(self.seen[0]) - count
-        idx = (start + np.arange(count)) % self.memory
-        d = self.ring[idx, 0].copy()
-        ramp = np.arange(count) - (count - 1) / 2.0      # remove the linear trend
-        d -= d.mean() + ramp * (ramp @ d) / (ramp @ ramp)
-        denom = d @ d
-        if not denom > 0:
-            self.period[0] = 0
-            return
-        max_lag = len(d) // 4
-        if max_lag < 3:
-            return
-        spec = np.fft.rfft(d, 2 * len(d))
-        ac = np.fft.irfft(spec * np.conj(spec))[:max_lag + 1] / denom
-        # the first peak after the autocorrelation first turns negative
-        neg = np.flatnonzero(ac[1:] < 0)
-        if len(neg) == 0:
-            self.period[0] = 0
-            return
-        lo = int(neg[0]) + 1
-        top = float(ac[lo:].max()) if lo < len(ac) else 0.0
-        if not top >= self.MIN_CORR:
-            self.period[0] = 0
-            return
-        # the first peak that comes close to the highest (not a multiple of it)
-        i = lo + int(np.flatnonzero(ac[lo:] >= 0.9 * top)[0])
-        while i + 1 < len(ac) and ac[i + 1] > ac[i]:
-            i += 1
-        self.period[0] = i
-
-    def arrays(self):
-        return {k: getattr(self, k) for k in ("ring", "seen", "period", "_acc")}
-
-
-class RNNMember:
-    """An `OnlineRNN` behind a `Forecaster` with ``delta=True`` on the input
-    ``[base_t, y_t, x_t]``: it learns ``y_{t+h} - base_t`` and forecasts
-    ``base_t`` plus it, where ``base_t`` is the last value or another
-    member's forecast (`base`: index of that member, None for the last
-    value)."""
-
-    kind = "RNN"
-
-    def __init__(self, net: OnlineRNN, horizon: int, base: Optional[int] = None):
-        self.net, self.base = net, base
-        self.fc = Forecaster(net, horizon, delta=True)
-        n_out = net.n_out
-        self._u = np.zeros(net.n_in, dtype=np.float64)
-        self.n_out = n_out
-
-    def step(self, ctx, out: np.ndarray) -> None:
-        no = self.n_out
-        u = self._u
-        u[:no] = ctx.y if self.base is None else ctx.forecasts[self.base]
-        u[no:2 * no] = ctx.y
-        u[2 * no:] = ctx.x
-        # the Forecaster learns from the target only when one arrived and
-        # the caller lets it (ctx.teach)
-        out[...] = self.fc.update(u, ctx.y if ctx.has_y and ctx.teach else None)
-
-    def reset(self) -> None:
-        self.fc.reset()
-
-    def state(self, prefix):
-        return {prefix + k: v for k, v in self.fc.state().items()}
-
-    def restore(self, arrays, prefix):
-        self.fc.restore({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
-
-
 def member_losses(forecasts: np.ndarray, y: np.ndarray, scale2: np.ndarray,
                   out: np.ndarray) -> np.ndarray:
     """Normalised squared error of each member's forecast (rows) of `y`:
@@ -406,3 +123,382 @@ def clip_losses(losses: np.ndarray, cap: float = 100.0) -> None:
     bad = ~np.isfinite(losses)
     losses[bad] = cap
     np.minimum(losses, cap, out=losses)
+
+
+class _Context:
+    """What every member sees at one step (no allocation: reused): `learn`
+    says whether the target of t - h arrived and may be learnt from, `teach`
+    whether the caller lets the members learn from this sample at all."""
+    __slots__ = ("t", "x", "y", "y_ago", "has_y", "learn", "teach", "x_stats", "y_stats",
+                 "forecasts")
+
+
+def _check_vector(value, width: int, name: str) -> np.ndarray:
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array of shape ({width},), got "
+                         f"{type(value).__name__}") from None
+    if v.ndim == 0 and width == 1:
+        v = v.reshape(1)
+    if v.shape != (width,):
+        raise ValueError(f"{name} must have shape ({width},), got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf); expected shape ({width},)")
+    return v
+
+
+class Mixture:
+    """What every mixture shares: members that forecast h samples ahead at
+    every sample, `Hedge` weighting them by their normalised error on the
+    targets that have arrived, and one checkpoint holding everything.
+
+    A subclass builds ``self.members`` and ``self.names`` and calls
+    `_start`; per sample it calls `_advance(x, y)` after checking its inputs.
+    It names its checkpoint kind (``_KIND``) and rebuilds itself from its
+    ``_config()`` in ``_from_config``.
+    """
+
+    _KIND = ""
+    #: weigh the members per channel, each channel's error normalised by its
+    #: own scale (see Hedge and member_losses)
+    PER_CHANNEL = False
+    #: targets the weights remember (None: Hedge's default for the horizon)
+    HEDGE_WINDOW: Optional[int] = None
+    #: the most one target can cost a member, in units of the last value's
+    #: average cost (see clip_losses)
+    LOSS_CAP = 100.0
+
+    def _start(self, n_in: int, n_out: int, horizon: int) -> None:
+        self.n_in, self.n_out, self.horizon = int(n_in), int(n_out), int(horizon)
+        h, no, k = self.horizon, self.n_out, len(self.members)
+        self.hedge = Hedge(k, h, self.HEDGE_WINDOW, self._prior(),
+                           no if self.PER_CHANNEL else None)
+        self.x_stats, self.y_stats = RunningStats(self.n_in), RunningStats(no)
+        self.change2 = RunningStats(no)          # of (y_t - y_{t-h})^2: the loss scale
+        self._forecasts = np.zeros((k, no))
+        self._pending = np.zeros((h, k, no))     # forecasts made at t-h ... t-1
+        self._valid = np.zeros(h, dtype=bool)
+        self._y_ring = np.zeros((h, no))         # y_{t-h} ... y_{t-1}
+        self._y_known = np.zeros(h, dtype=bool)
+        self._last_y = np.zeros(no)
+        self._losses = np.zeros(self.hedge.loss.shape)
+        self._out = np.zeros(no)
+        self.counters = dict(samples=0, learned=0, scored=0, nonfinite_members=0,
+                             rejected=0)
+        self._ctx = _Context()
+        self._ctx.x_stats, self._ctx.y_stats = self.x_stats, self.y_stats
+        self._ctx.forecasts = self._forecasts
+
+    # -- per sample ----------------------------------------------------------
+
+    def _advance(self, x: np.ndarray, y: Optional[np.ndarray], teach: bool = True
+                 ) -> np.ndarray:
+        """One checked sample: score the forecasts whose target is `y`, let
+        the members learn (unless `teach` is False) and forecast, and return
+        the weighted forecast of y_{t+h} (the mixture's own buffer)."""
+        t, h = self.counters["samples"], self.horizon
+        slot = t % h
+        has_y = y is not None
+        y_now = y if has_y else self._last_y
+        ctx = self._ctx
+        ctx.t, ctx.x, ctx.y, ctx.has_y, ctx.teach = t, x, y_now, has_y, bool(teach)
+        ctx.y_ago = self._y_ring[slot]
+        ctx.learn = has_y and teach and t >= h and bool(self._y_known[slot])
+        # score once the loss scale rests on a few changes over the horizon
+        if has_y and t >= h and self._valid[slot] and self.change2.count[0] >= 8:
+            member_losses(self._pending[slot], y, np.maximum(self.change2.mean, 1e-12),
+                          self._losses)
+            clip_losses(self._losses, self.LOSS_CAP)
+            self.hedge.observe(self._losses)
+            self.counters["scored"] += 1
+        if has_y and t >= h and self._y_known[slot]:
+            d = y - ctx.y_ago
+            self.change2.update(d * d)
+            if ctx.learn:
+                self.counters["learned"] += 1
+        self.x_stats.update(x)
+        if has_y:
+            self.y_stats.update(y)
+        F = self._forecasts
+        for i, member in enumerate(self.members):
+            member.step(ctx, F[i])
+        bad = ~np.isfinite(F).all(axis=1)
+        if bad.any():                        # a diverging member never reaches the output
+            F[bad] = y_now
+            self.counters["nonfinite_members"] += int(bad.sum())
+        self.hedge.combine(F, self._out)
+        self._pending[slot] = F
+        self._valid[slot] = True
+        self._y_ring[slot] = y_now
+        self._y_known[slot] = has_y
+        if has_y:
+            self._last_y[...] = y
+        self.counters["samples"] = t + 1
+        return self._out
+
+    def reset(self) -> None:
+        """A break in the stream: forget pending forecasts, windows and RNN
+        states; what was learnt (weights, statistics) is kept."""
+        self._valid[...] = False
+        self._y_known[...] = False
+        for m in self.members:
+            if hasattr(m, "reset"):
+                m.reset()
+
+    # -- what OnlineLoop asks of any forecaster -----------------------------------
+
+    @property
+    def last_loss(self) -> float:
+        """The weighted mean of the members' normalised losses on the latest
+        target (1: as bad as the last value on average)."""
+        w = self.hedge.weights
+        if not self.counters["scored"]:
+            return float("nan")
+        if w.ndim == 1:
+            return float(w @ self._losses)
+        return float(np.mean(np.sum(w * self._losses, axis=0)))
+
+    @property
+    def divergence_recoveries(self) -> int:
+        """Blow-ups the RNN members' divergence guards undid."""
+        return sum(m.net.stats["divergence_recoveries"] for m in self.members
+                   if isinstance(m, RNNMember))
+
+    # -- reporting -------------------------------------------------------------
+
+    @property
+    def weights(self) -> Dict[str, float]:
+        """Each member's weight in the forecast, by name (per channel: the
+        mean over the channels)."""
+        return dict(zip(self.names, (float(np.mean(w)) for w in self.hedge.weights)))
+
+    @property
+    def stats(self) -> Dict[str, object]:
+        """Counters, and per member its weight and recent normalised error
+        (mean squared error over roughly the last 100 targets, divided by
+        the mean squared change over the horizon: the last value scores about
+        1, lower is better)."""
+        out = dict(self.counters)
+        out["divergence_recoveries"] = self.divergence_recoveries
+        out["members"] = {name: dict(weight=float(np.mean(w)), recent_error=float(np.mean(e)))
+                          for name, w, e in zip(self.names, self.hedge.weights,
+                                                self.hedge.recent)}
+        out["memory_bytes"] = self.memory_bytes
+        return out
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of every preallocated buffer: the RNN members' arenas and
+        every array of the mixture and the other members."""
+        total = sum(m.net.memory_bytes + m.fc._x.nbytes + m._u.nbytes
+                    for m in self.members if isinstance(m, RNNMember))
+        total += sum(a.nbytes for a in self._arrays().values())
+        return int(total)
+
+    def _arrays(self) -> Dict[str, np.ndarray]:
+        """Every array of the mixture and its non-RNN members (live)."""
+        arrays = {"pending": self._pending, "valid": self._valid, "y_ring": self._y_ring,
+                  "y_known": self._y_known, "last_y": self._last_y,
+                  "forecasts": self._forecasts, "losses": self._losses, "out": self._out}
+        arrays.update({"hedge_" + k: getattr(self.hedge, k)
+                       for k in ("loss", "recent", "weights", "scored")})
+        for prefix, st in (("xs_", self.x_stats), ("ys_", self.y_stats),
+                           ("ch_", self.change2)):
+            arrays.update({prefix + k: getattr(st, k) for k in ("mean", "var", "count")})
+        for i, m in enumerate(self.members):
+            if hasattr(m, "arrays"):
+                arrays.update({f"m{i}_{k}": v for k, v in m.arrays().items()})
+        return arrays
+
+    # -- persistence -------------------------------------------------------------
+
+    def state(self) -> Dict[str, np.ndarray]:
+        """Copies of everything mutable, as arrays (models excluded: see
+        `save`)."""
+        arrays = {k: np.array(v) for k, v in self._arrays().items()
+                  if not k.startswith("m") or not k.split("_", 1)[1].startswith("_")}
+        for k in ("forecasts", "losses", "out"):
+            arrays.pop(k)
+        arrays["counters"] = np.array([self.counters[k] for k in sorted(self.counters)],
+                                      np.int64)
+        for i, m in enumerate(self.members):
+            if isinstance(m, RNNMember):
+                arrays.update({f"r{i}_{k}": v for k, v in m.state("").items()})
+        return arrays
+
+    def restore(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Continue from `state()` arrays of an identically built mixture.
+        Raises ValueError, changing nothing, if any is missing or has another
+        shape or dtype."""
+        current = self.state()
+        what = type(self).__name__
+        for k, v in current.items():
+            a = arrays.get(k)
+            if a is None or np.shape(a) != v.shape or np.asarray(a).dtype != v.dtype:
+                raise ValueError(f"the saved {what} does not match this one "
+                                 f"({k!r}: {None if a is None else np.shape(a)}, expected "
+                                 f"{v.shape})")
+            if v.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"the saved {what} holds non-finite {k!r}")
+        self._check_restorable(arrays)
+        live = self._arrays()
+        for k in current:
+            if k in live:
+                live[k][...] = arrays[k]
+        self.counters.update(zip(sorted(self.counters), (int(v) for v in arrays["counters"])))
+        for i, m in enumerate(self.members):
+            if isinstance(m, RNNMember):
+                m.restore(arrays, f"r{i}_")
+
+    def _prior(self) -> Optional[np.ndarray]:
+        """The members' head start in loss (None: none, uniform weights)."""
+        return None
+
+    def _check_restorable(self, arrays: Dict[str, np.ndarray]) -> None:
+        """A subclass's own checks of `restore`'s arrays (ValueError)."""
+
+    def _config(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_config(cls, config: dict, file_size: int, where: str) -> "Mixture":
+        """Build the mixture a checkpoint's configuration describes; raise
+        ValueError, KeyError or TypeError for an invalid one, CheckpointError
+        for one that claims more memory than the file could fill."""
+        raise NotImplementedError
+
+    def save(self, path, extra: Optional[Dict[str, np.ndarray]] = None, *,
+             key: Optional[bytes] = None) -> None:
+        """The whole mixture -- every member's model and state, the weights,
+        windows and pending forecasts -- in one atomic, checksummed
+        checkpoint (`rtrl_edge.checkpoint`; with `key`, signed), with `extra`
+        arrays beside it (`load_with_extra` returns them)."""
+        arrays = {"mix:" + k: v for k, v in self.state().items()}
+        arrays.update({checkpoint.EXTRA + k: np.asarray(v) for k, v in (extra or {}).items()})
+        for i, m in enumerate(self.members):
+            if isinstance(m, RNNMember):
+                for k, v in m.net._state_arrays().items():
+                    arrays[f"net{i}:{k}"] = v
+        arrays["config"] = np.array(json.dumps(self._config(), sort_keys=True))
+        checkpoint.write(path, arrays, key=key)
+
+    @classmethod
+    def load(cls, path, *, key: Optional[bytes] = None):
+        """Read a mixture written by `save`: validated like every checkpoint
+        (FileNotFoundError or CheckpointError, never another exception), then
+        rebuilt and restored exactly."""
+        return cls.load_with_extra(path, key=key)[0]
+
+    @classmethod
+    def load_with_extra(cls, path, *, key: Optional[bytes] = None):
+        """(mixture, extra arrays) of a checkpoint written by `save`."""
+        where = repr(os.fspath(path))
+        built = {}
+
+        def spec(config, file_size, load):
+            if config.get("kind") != cls._KIND:
+                raise NotThisKind(f"{where} is not {'an' if cls.__name__[0] in 'AEIOU' else 'a'}"
+                                  f" {cls.__name__} checkpoint")
+            try:
+                fc = cls._from_config(config, file_size, where)
+            except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(f"{where} holds an invalid configuration: {exc}") \
+                    from None
+            out = {"mix:" + k: (v.dtype.str, v.shape) for k, v in fc.state().items()}
+            for i, m in enumerate(fc.members):
+                if not isinstance(m, RNNMember):
+                    continue
+                prefix = f"net{i}:"
+                cfg = json.loads(json.dumps(dict(m.net.config, rec_mask=False)))
+                load(prefix + "config", "<U%d" % len(json.dumps(cfg, sort_keys=True)), ())
+
+                def prefixed(name, dtype, shape, max_items=None, _p=prefix):
+                    return load(_p + name, dtype, shape, max_items)
+                _, _, net_spec = _checkpoint_spec(cfg, file_size, prefixed, where)
+                out.update({prefix + k: v for k, v in net_spec.items()})
+            built["fc"] = fc
+            return out
+
+        arrays = checkpoint.read(path, spec, key=key)
+        fc = built["fc"]
+        for i, m in enumerate(fc.members):
+            if not isinstance(m, RNNMember):
+                continue
+            prefix = f"net{i}:"
+            sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            stored = json.loads(str(sub["config"]))
+            if stored != json.loads(json.dumps(dict(m.net.config, rec_mask=False))):
+                raise CheckpointError(f"{where}: member {i}'s model configuration does not "
+                                      f"match the mixture's")
+            _check_values(sub, m.net.config, where)
+            m.net._restore(sub)
+        try:
+            fc.restore({k[4:]: v for k, v in arrays.items() if k.startswith("mix:")})
+        except ValueError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        extra = {k[len(checkpoint.EXTRA):]: v for k, v in arrays.items()
+                 if k.startswith(checkpoint.EXTRA)}
+        return fc, extra
+
+
+def check_budgets(memory_bytes, step_us) -> None:
+    """ValueError unless each budget given is a number > 0."""
+    for v, name in ((memory_bytes, "memory_bytes"), (step_us, "step_us")):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                              or not v > 0):
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+
+
+def largest_hidden(base_bytes: int, base_us: float, width: int, n_out: int, horizon: int,
+                   members: int, memory_bytes: Optional[int], step_us: Optional[float]
+                   ) -> Optional[int]:
+    """The largest of `RNN_SIZES` whose `members` RNN members (exact RTRL,
+    Adam, on `width` inputs), added to a mixture of `base_bytes` and
+    `base_us` without them, fit the budgets; None if none does.  ValueError
+    if not even the mixture without them fits."""
+    for n in RNN_SIZES:
+        mem = base_bytes + members * (
+            planning.memory_bytes(width, n, n_out, learner="rtrl", optimizer="adam")
+            + 4 * 2 * horizon * width + 8 * width)
+        if memory_bytes is not None and mem > memory_bytes:
+            continue
+        if step_us is not None:
+            per = _rnn_step_us(width, n, n_out, horizon)
+            if base_us + members * per > step_us:
+                continue
+        return n
+    if (memory_bytes is None or base_bytes <= memory_bytes) and \
+            (step_us is None or base_us <= step_us):
+        return None
+    raise ValueError(f"nothing fits: the mixture without RNN members alone needs "
+                     f"{base_bytes:,} bytes and about {base_us:.0f} us per step")
+
+
+def rnn_member_net(width: int, hidden: int, n_out: int, lr: float, seed: int) -> OnlineRNN:
+    """The model of an RNN member: exact RTRL, Adam at `lr`, clipped,
+    normalised inputs, uniform initialisation."""
+    return OnlineRNN(width, hidden, n_out, learner="rtrl", optimizer="adam", lr=lr, clip=1.0,
+                     normalize=True, seed=seed, init="uniform")
+
+
+def measure_us(step, *inputs) -> float:
+    """Median us of ``step(*row)`` over the rows of `inputs` (the first
+    third discarded as warm-up), on a scratch object the caller built."""
+    times = []
+    for row in zip(*inputs):
+        t0 = time.perf_counter_ns()
+        step(*row)
+        times.append(time.perf_counter_ns() - t0)
+    return float(np.median(times[len(times) // 3:])) / 1e3
+
+
+def _rnn_step_us(width: int, n: int, n_out: int, horizon: int) -> float:
+    """Predicted us of one RNN member per sample: a learning step plus the
+    forecast's h forward steps, from `plan`'s cost model on this machine."""
+    a, b = planning.calibrate("rtrl", "elman", width, n_out, optimizer="adam")
+    step = a + b * planning.work(width, n, n_out, learner="rtrl", cell="elman")
+    forward = n * (n + width + 1) * 2e-3 * horizon      # ~0.5 ns per multiply-add
+    return step + forward + 15.0                        # + the Python wrapper

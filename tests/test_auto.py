@@ -8,7 +8,8 @@ import pytest
 
 import rtrl_edge
 from rtrl_edge import AutoForecaster, CheckpointError, Forecaster, OnlineRNN
-from rtrl_edge.mixture import Hedge, LinearRLS, Seasonal, rls_update
+from rtrl_edge.members import LinearRLS, Seasonal, rls_update
+from rtrl_edge.mixture import Hedge
 
 
 def sine_stream(T=1500, seed=0, period=40.0):
