@@ -46,8 +46,9 @@ def extension(name):
     )
 
 
-# _kernels cimports the other three (functions shared through their .pxd files)
-extensions = [extension(name) for name in ("_kernels", "_learners", "_diag", "_gru")]
+# _kernels cimports the next three (functions shared through their .pxd files);
+# _rls is the linear members' RLS update (rtrl_edge.members)
+extensions = [extension(name) for name in ("_kernels", "_learners", "_diag", "_gru", "_rls")]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives,

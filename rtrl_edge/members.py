@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import _rls
 from .forecast import Forecaster
 from .model import OnlineRNN
 
@@ -98,28 +99,15 @@ class Extrapolation:
 
 
 def rls_update(P: np.ndarray, W: np.ndarray, phi: np.ndarray, target: np.ndarray,
-               lam: float, bound: float, Px: np.ndarray, outer: np.ndarray) -> None:
+               lam: float, bound: float, Px: np.ndarray) -> bool:
     """One step of recursive least squares with forgetting factor `lam`,
-    in place: W <- W + gain (target - phi W), P <- (P - gain phi^T P) / lam,
-    then P scaled back whenever trace(P) exceeds `bound` (so that forgetting
-    cannot make the gain grow without limit while the inputs barely vary).
-    `Px` and `outer` are scratch of shapes (f,) and (f, f).  A step whose
-    denominator is not a positive finite number changes nothing."""
-    np.dot(P, phi, out=Px)
-    denom = lam + phi @ Px
-    if not denom > 0 or not np.isfinite(denom):
-        return
-    err = target - phi @ W
-    W += np.outer(Px / denom, err)
-    np.outer(Px, Px, out=outer)
-    outer /= denom
-    P -= outer
-    P /= lam
-    tr = np.trace(P)
-    if tr > bound:
-        P *= bound / tr
-    if not np.isfinite(tr):          # cannot happen with the bound; never poison
-        P[...] = np.eye(len(P)) * (bound / len(P))
+    in place (float64 arrays): W <- W + gain (target - phi W),
+    P <- (P - gain phi^T P) / lam, then P scaled back whenever trace(P)
+    exceeds `bound` (so that forgetting cannot make the gain grow without
+    limit while the inputs barely vary).  `Px` is scratch of shape (f,).  A
+    step whose denominator is not a positive finite number changes nothing
+    and returns False.  Compiled (`rtrl_edge._rls`)."""
+    return _rls.rls_update(P, W, phi, target, lam, bound, Px)
 
 
 class LinearRLS:
@@ -154,37 +142,45 @@ class LinearRLS:
         self.lag = np.zeros((lags, n_in))          # (standardised) x_t ... x_{t-L+1}
         self.seen = np.zeros(1)
         self._Px = np.zeros(f)
-        self._outer = np.zeros((f, f))
         self._phi = np.zeros(f)
 
     @staticmethod
     def bytes_for(n_in, n_out, horizon, lags) -> int:
         f = n_out + n_in * lags + 1
-        return 8 * (2 * f * f + f * n_out + horizon * f + lags * n_in + 2 * f + 1)
+        return 8 * (f * f + f * n_out + horizon * f + lags * n_in + 2 * f + 1)
 
     def step(self, ctx, out: np.ndarray) -> None:
         """Learn from the pair of t-h (if its target arrived), then forecast."""
         slot = ctx.t % self.h
-        sx, sy = ctx.x_stats, ctx.y_stats
-        scale = sy.std() if self.standardise else 1.0
-        if ctx.learn:
-            rls_update(self.P, self.W, self.phi_ring[slot], (ctx.y - ctx.y_ago) / scale,
-                       self.lam, self.n_features / self.ridge, self._Px, self._outer)
-        # features of now
-        self.lag[1:] = self.lag[:-1]
-        phi = self._phi
+        phi = self.phi_ring[slot]            # features of t-h, then of now
         no = self.n_out
         if self.standardise:
+            sx, sy = ctx.x_stats, ctx.y_stats
+            scale = sy.std()
+            if ctx.learn:
+                rls_update(self.P, self.W, phi, (ctx.y - ctx.y_ago) / scale, self.lam,
+                           self.n_features / self.ridge, self._Px)
+            self.lag[1:] = self.lag[:-1]
             self.lag[0] = (ctx.x - sx.mean) / sx.std()
             phi[:no] = (ctx.y - sy.mean) / scale
+            phi[no:-1] = self.lag.reshape(-1)
         else:
-            self.lag[0] = ctx.x
+            if ctx.learn:
+                rls_update(self.P, self.W, phi, ctx.y - ctx.y_ago, self.lam,
+                           self.n_features / self.ridge, self._Px)
             phi[:no] = ctx.y
-        phi[no:-1] = self.lag.reshape(-1)
+            if self.lags == 1:
+                phi[no:-1] = ctx.x
+                self.lag[0] = ctx.x
+            else:
+                self.lag[1:] = self.lag[:-1]
+                self.lag[0] = ctx.x
+                phi[no:-1] = self.lag.reshape(-1)
         phi[-1] = 1.0
-        self.phi_ring[slot] = phi
+        self._phi[...] = phi
         np.dot(phi, self.W, out=out)
-        out *= scale
+        if self.standardise:
+            out *= scale
         out += ctx.y
         self.seen[0] += 1
 
@@ -193,7 +189,7 @@ class LinearRLS:
 
     def arrays(self):
         return {k: getattr(self, k) for k in
-                ("P", "W", "phi_ring", "lag", "seen", "_Px", "_outer", "_phi")}
+                ("P", "W", "phi_ring", "lag", "seen", "_Px", "_phi")}
 
 
 class Seasonal:

@@ -186,6 +186,7 @@ class Mixture:
         self._out = np.zeros(no)
         self.counters = dict(samples=0, learned=0, scored=0, nonfinite_members=0,
                              rejected=0)
+        self._standardised = any(getattr(m, "standardise", False) for m in self.members)
         self._ctx = _Context()
         self._ctx.x_stats, self._ctx.y_stats = self.x_stats, self.y_stats
         self._ctx.forecasts = self._forecasts
@@ -217,9 +218,10 @@ class Mixture:
             self.change2.update(d * d)
             if ctx.learn:
                 self.counters["learned"] += 1
-        self.x_stats.update(x)
-        if has_y:
-            self.y_stats.update(y)
+        if self._standardised:               # only standardising members read them
+            self.x_stats.update(x)
+            if has_y:
+                self.y_stats.update(y)
         F = self._forecasts
         for i, member in enumerate(self.members):
             member.step(ctx, F[i])

@@ -214,7 +214,7 @@ def test_rls_bounded_covariance_when_inputs_stop_varying():
     phi = np.array([1.0, 1.0, 1.0, 1.0])
     bound = m.n_features / m.RIDGE
     for _ in range(50000):
-        rls_update(m.P, m.W, phi, np.array([0.5]), m.lam, bound, m._Px, m._outer)
+        rls_update(m.P, m.W, phi, np.array([0.5]), m.lam, bound, m._Px)
     assert np.isfinite(m.P).all() and np.trace(m.P) <= bound * (1 + 1e-9)
     assert abs(phi @ m.W[:, 0] - 0.5) < 1e-6
 
