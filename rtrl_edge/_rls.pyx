@@ -51,11 +51,15 @@ cdef bint _update(double[:, ::1] P, double[:, ::1] W, const double[::1] phi,
             acc = acc - phi[i] * W[i, k]
         for i in range(f):
             W[i, k] = W[i, k] + Px[i] / denom * acc
+    # P stays exactly symmetric: each pair (i, k), (k, i) gets one value.  (An
+    # asymmetric rounding would not be undone by the downdate, and 1 / lam
+    # would grow it at every step until it swamped P.)
     tr = 0.0
     for i in range(f):
-        g = Px[i] / denom
-        for k in range(f):
-            P[i, k] = (P[i, k] - g * Px[k]) * inv_lam
+        for k in range(i, f):
+            g = (P[i, k] - Px[i] * Px[k] / denom) * inv_lam
+            P[i, k] = g
+            P[k, i] = g
         tr = tr + P[i, i]
     if tr > bound:
         scale = bound / tr

@@ -107,11 +107,17 @@ class DelayCompensator(Mixture):
             s = plant_step(u)               # u reaches the plant 4 steps later
 
     ``comp.reset()`` at an episode's start (commands in flight: zero, or
-    ``reset(in_flight=...)``); `save`/`load` keep everything.
+    ``reset(in_flight=...)``); ``update(state, learn=False)`` for samples
+    outside the region the controller works in (module doc); `save`/`load`
+    keep everything; `weights` says which members carry the prediction.
     """
 
     _KIND = _KIND
     PER_CHANNEL = True
+    #: The weights follow the last ~20 targets and one target costs a member
+    #: at most 4x the last value's average: a linear member's wild first
+    #: predictions (fitted on a handful of samples) are forgotten within the
+    #: episode in which it becomes good, instead of hundreds of steps later.
     HEDGE_WINDOW = 20
     LOSS_CAP = 4.0
     #: head start in loss of each kind of member (see `_prior`)
