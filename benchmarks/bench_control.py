@@ -221,8 +221,9 @@ def main(argv=None):
     if not args.no_write:
         common.publish(result, text, JSON_PATH,
                        lambda t: common.write_block(BEGIN, END, t, SECTION),
-                       plot=lambda: write_plot(results, episodes),
-                       alt="tracking error per episode, every predictor, plant and delay")
+                       plot=lambda: write_plot(results, episodes), compact=True,
+                       alt="tracking error per episode over the oracle's, every predictor, "
+                           "plant and delay")
     return result
 
 

@@ -43,6 +43,7 @@ BENCHMARKS = (
     ("bench_peers", ["--quick"], [], "PyTorch and other peers on the same stream"),
     ("bench_apps", ["--quick"], [], "the applications beside PyTorch, scikit-learn, gzip/xz"),
     ("bench_init", ["--quick"], [], "the weight initialisations compared (full: ~35 min)"),
+    ("bench_control", ["--quick"], [], "delay compensation on MuJoCo robot simulators"),
     ("pi_estimate", [], [], "Raspberry Pi 4/5 estimate from FLOP and byte counts"),
 )
 NAMES = tuple(b[0] for b in BENCHMARKS)

@@ -22,7 +22,7 @@ def run():
 
 def test_every_benchmark_script_is_run(run):
     scripts = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(BENCH_DIR, "*.py"))}
-    helpers = {"run", "extmarker", "apps_peers"}          # shared code, not benchmarks
+    helpers = {"run", "extmarker", "apps_peers", "control_plants"}   # shared code
     assert set(run.NAMES) == scripts - helpers
     for name, quick, full, what in run.BENCHMARKS:
         assert what and "--no-write" not in quick + full
