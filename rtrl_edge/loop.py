@@ -354,6 +354,12 @@ class OnlineLoop:
             if hasattr(self.fc, "command"):       # a DelayCompensator: the command sent
                 self.fc.command(u)
             self.counters["commands"] += 1
+        elif hasattr(self.fc, "command") and self.sink is not None \
+                and self.last_command is not None:
+            # not acted on (a backlog's older sample): the compensator holds the
+            # last command for this step, so the sink sends it again -- a delay
+            # line behind the sink then advances in step with the compensator
+            self.sink(self.last_command)
         elapsed = time.perf_counter_ns() - t_start
         self.hist.record(elapsed)
         if self.deadline_ns is not None and elapsed > self.deadline_ns:

@@ -355,3 +355,39 @@ def test_the_compiled_rls_update_matches_numpy_over_a_long_run_and_stays_symmetr
     assert np.isfinite(P).all() and np.trace(P) <= bound * (1 + 1e-12)
     np.testing.assert_allclose(W, W_ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(W, true, atol=1e-2)
+
+
+def test_the_loop_sends_the_held_command_for_samples_it_does_not_act_on():
+    """A backlog's older samples are learnt from but not acted on; the
+    compensator holds the last command for them, so the loop sends it again:
+    a delay line behind the sink advances once per sample, in step with the
+    compensator's commands in flight."""
+    from rtrl_edge.loop import OnlineLoop, PIController
+
+    class Batches:
+        channels = 2
+
+        def __init__(self):
+            self.rows = np.random.default_rng(11).standard_normal((60, 2))
+            self.i = 0
+
+        @property
+        def exhausted(self):
+            return self.i >= len(self.rows)
+
+        def read(self):
+            batch = list(self.rows[self.i:self.i + 3])          # three at a time
+            self.i += 3
+            return batch
+
+    sent = []
+    comp = DelayCompensator(2, 1, 4, hidden=0)
+    loop = OnlineLoop(comp, Batches(), inputs=[0, 1], targets=(0,),
+                      controller=PIController(), sink=sent.append)
+    summary = loop.run()
+    assert summary["samples"] == 60 and summary["commands"] == 20
+    assert len(sent) == 60 - 2                   # every sample after the first command
+    # each command, then held for the two older samples of the next batch
+    assert all(sent[3 * j] == sent[3 * j + 1] == sent[3 * j + 2] for j in range(19))
+    # what the compensator holds in flight is what the sink sent, step by step
+    np.testing.assert_array_equal(comp.in_flight[:, 0], sent[-4:])

@@ -168,7 +168,7 @@ def test_plot_writes_a_png(tmp_path):
     (["run"], "one of the arguments --port --replay --synthetic is required"),
     (["run", "--synthetic", "--replay", RECORDING], "not allowed with argument"),
     (["run", "--synthetic", "--horizon", "0"], "expected a positive integer"),
-    (["run", "--synthetic", "--hidden", "-3"], "expected a positive integer"),
+    (["run", "--synthetic", "--hidden", "-3"], "expected an integer >= 0, got -3"),
     (["run", "--synthetic", "--max-steps", "0"], "expected a positive integer"),
     (["run", "--synthetic", "--deadline-ms", "0"], "expected a positive number"),
     (["run", "--synthetic", "--checkpoint-every", "nan"], "expected a positive number"),

@@ -41,6 +41,13 @@ def test_single_model_flags_are_refused_with_a_delay(flags, named):
     assert f"{named}: with --actuation-delay the forecaster is a DelayCompensator" in out
 
 
+@pytest.mark.parametrize("flags", [[], ["--learner", "rtrl"]])
+def test_hidden_zero_is_only_for_the_compensator(flags):
+    code, out = run_inproc("--synthetic", "--hidden", "0", *flags)
+    assert code == 2
+    assert "--hidden 0: only --actuation-delay's compensator can do without RNN members" in out
+
+
 def test_a_negative_delay_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.build_parser().parse_args(["run", "--synthetic", "--actuation-delay", "-1"])
@@ -85,3 +92,8 @@ def test_a_delayed_run_checkpoints_a_compensator_and_resumes_it(firmware_build, 
         s = json.loads(js.read_text())
         assert s["samples"] == 400 and s["horizon"] == 5
         assert DelayCompensator.load(ck).counters["samples"] == 400
+        # --hidden 0: the compensator's linear members alone
+        run("--fresh", "--actuation-delay", "3", "--hidden", "0", "--max-steps", "100")
+        lean = DelayCompensator.load(ck)
+        assert lean.hidden == 0 and lean.delay == 3 and not any(
+            name.startswith("RNN") for name in lean.names)

@@ -13,7 +13,7 @@ from ..forecast import Forecaster
 from ..auto import AutoForecaster
 from ..compensator import DelayCompensator
 from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
-from ._common import json_safe, write_json, positive_float, positive_int
+from ._common import json_safe, non_negative_int, positive_float, positive_int, write_json
 from ._preflight import (DEFAULTS, PLAIN_FLAGS, check_output_path, check_sizes,
                          differing_flags, keep_as_backup, model_settings, wants_auto)
 
@@ -49,8 +49,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     model.add_argument("--learner", choices=LEARNERS,
                        help=f"default: {DEFAULTS['learner']}")
     model.add_argument("--cell", choices=CELLS, help=f"default: {DEFAULTS['cell']}")
-    model.add_argument("--hidden", type=positive_int,
-                       help=f"hidden units (default: {DEFAULTS['hidden']})")
+    model.add_argument("--hidden", type=non_negative_int,
+                       help=f"hidden units (default: {DEFAULTS['hidden']}; of each RNN member "
+                            f"of a mixture: 16; 0 leaves them out of --actuation-delay's "
+                            f"compensator)")
     model.add_argument("--window", type=positive_int,
                        help=f"tbptt truncation (default: {DEFAULTS['window']})")
     model.add_argument("--rec-density", type=positive_float,
@@ -92,7 +94,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--kp", type=float, default=0.8, help="controller gain (default: 0.8)")
     run.add_argument("--ki", type=float, default=0.4,
                      help="controller integral gain, per second (default: 0.4)")
-    run.add_argument("--actuation-delay", type=_non_negative_int, default=None, metavar="N",
+    run.add_argument("--actuation-delay", type=non_negative_int, default=None, metavar="N",
                      help="hold every command N samples before sending it: the latency of a "
                           "slow actuator or bus. With N > 0 the forecaster is a "
                           "DelayCompensator: it predicts every channel N samples ahead from "
@@ -105,16 +107,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no live progress")
     run.set_defaults(func=main)
     return run
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _progress_line(summary: dict) -> str:
@@ -196,6 +188,9 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         elif args.resume:
             say(f"rtrl-edge run: no checkpoint at {args.checkpoint} yet: starting afresh")
     settings = model_settings(args, net, extra)
+    if settings["hidden"] == 0 and settings["kind"] != "delay":
+        return fail("--hidden 0: only --actuation-delay's compensator can do without RNN "
+                    "members (its linear ones remain); a model needs at least 1 unit")
     if settings["kind"] == "delay" and net is None and not wants_auto(args):
         given = [f"--{k.replace('_', '-')}" for k in PLAIN_FLAGS if getattr(args, k) is not None]
         return fail(f"{', '.join(given)}: with --actuation-delay the forecaster is a "
