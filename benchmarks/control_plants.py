@@ -25,8 +25,15 @@ data (``mujoco.mj_step`` frame_skip times per step, as the environment's own
                         0.05 rad over the last 10 steps.  Error: RMS over the
                         episode of the joints' RMS error (rad).
 
+  Reacher-v5/angles     the same Reacher measured by its joint angles alone
+                        (no velocity sensor): the PD law's damping term
+                        differentiates the angles it is given (the
+                        prediction, or the measurement).  A predictor must
+                        remember to know the velocity.
+
 The state the controller and the predictors read: qpos and qvel of the
-actuated joints (the cart and pole; the arm's joints), in SI units.  The
+actuated joints (the cart and pole; the arm's joints), in SI units (qpos
+only for Reacher-v5/angles).  The
 controller acts on a predictor's estimate of the state `delay` steps ahead;
 its command reaches the plant `delay` steps later (a queue that starts each
 episode full of zeros).
@@ -52,7 +59,9 @@ from __future__ import annotations
 
 import numpy as np
 
-ENVS = ("InvertedPendulum-v5", "Reacher-v5", "Pusher-v5")
+ENVS = ("InvertedPendulum-v5", "Reacher-v5", "Pusher-v5", "Reacher-v5/angles")
+#: the plants of the issue's targets; Reacher-v5/angles is a harder variant
+STANDARD = ENVS[:3]
 
 
 def require_gymnasium():
@@ -80,9 +89,10 @@ def dlqr(A, B, Q, R, iters=10000):
 
 
 class Plant:
-    """One MuJoCo environment, stepped `frame_skip` physics steps per step."""
+    """One MuJoCo environment, stepped `frame_skip` physics steps per step
+    (`name`: the gymnasium id; `label`: the plant's name here)."""
 
-    name = ""
+    name = label = ""
     steps = 100
     joints = 0                       # actuated joints: state = qpos, qvel of these
 
@@ -155,7 +165,8 @@ class Plant:
 
 
 class Pendulum(Plant):
-    name, steps, joints = "InvertedPendulum-v5", 250, 2
+    name = label = "InvertedPendulum-v5"
+    steps, joints = 250, 2
     AMPLITUDE, PERIOD_S, FALL_COST = 0.25, 10.0, 1.0
 
     def __init__(self):
@@ -183,7 +194,8 @@ class Pendulum(Plant):
 
 
 class Reacher(Plant):
-    name, steps, joints = "Reacher-v5", 100, 2
+    name = label = "Reacher-v5"
+    steps, joints = 100, 2
     KP, KD = np.array([1.0, 0.6]), np.array([0.12, 0.06])
     LINKS = (0.1, 0.11)
     FALL_COST = 0.0
@@ -210,8 +222,34 @@ class Reacher(Plant):
         return bool(np.max(errors[-10:]) < 0.02)
 
 
+class ReacherPositions(Reacher):
+    """The Reacher measured by its joint angles alone (no velocity sensor):
+    the PD law's damping term differentiates its input, the predicted angles
+    (the measurement, for the measurement contender)."""
+
+    label = "Reacher-v5/angles"
+
+    def __init__(self):
+        super().__init__()
+        self.n_state = 2
+
+    def state(self):
+        return self.data.qpos[:2].copy()
+
+    def reset(self, rng):
+        super().reset(rng)
+        self.previous = None
+        return self.state()
+
+    def control(self, s, ahead):
+        rate = np.zeros(2) if self.previous is None else (s - self.previous) / self.dt
+        self.previous = s.copy()
+        return np.clip(self.KP * (self.target - s) - self.KD * rate, -1.0, 1.0)
+
+
 class Pusher(Plant):
-    name, steps, joints = "Pusher-v5", 100, 7
+    name = label = "Pusher-v5"
+    steps, joints = 100, 7
     KP, KD = 2.0, 0.5
     FALL_COST = 0.0
 
@@ -238,7 +276,7 @@ class Pusher(Plant):
         return bool(np.max(errors[-10:]) < 0.05)
 
 
-PLANTS = {p.name: p for p in (Pendulum, Reacher, Pusher)}
+PLANTS = {p.label: p for p in (Pendulum, Reacher, Pusher, ReacherPositions)}
 
 
 # -- predictors ---------------------------------------------------------------

@@ -28,7 +28,8 @@ def load(monkeypatch, name):
     return module
 
 
-@pytest.mark.parametrize("env", ["InvertedPendulum-v5", "Reacher-v5", "Pusher-v5"])
+@pytest.mark.parametrize("env", ["InvertedPendulum-v5", "Reacher-v5", "Pusher-v5",
+                                 "Reacher-v5/angles"])
 def test_the_oracle_sees_what_the_simulator_then_does(monkeypatch, env):
     cp = load(monkeypatch, "control_plants")
     plant = cp.PLANTS[env]()
