@@ -2,6 +2,7 @@
 puts this folder on sys.path)."""
 import contextlib
 import errno
+import importlib.util
 import os
 import select
 import shutil
@@ -14,6 +15,24 @@ from pathlib import Path
 import pytest
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware_bridge"
+
+BENCH_DIR = FIRMWARE.parent / "benchmarks"
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def load_benchmark(monkeypatch, name):
+    """benchmarks/NAME.py imported afresh as a module.  The benchmarks pin
+    the BLAS thread variables at import (through bench_step); monkeypatch
+    restores them, and the benchmarks folder on sys.path, afterwards."""
+    for var in _THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test",
+                                                  BENCH_DIR / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: skip marker for tests that need the AVR toolchain and simavr
 needs_simavr = pytest.mark.skipif(

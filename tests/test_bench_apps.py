@@ -3,36 +3,19 @@ the benchmark runs, reports a positive finite number wherever it reports one,
 keeps PyTorch and scikit-learn optional, and the PyTorch text peer predicts
 every byte before it learns it.  Nothing here is about speed or accuracy."""
 import contextlib
-import importlib.util
 import io
 import math
-import os
 import sys
 
 import numpy as np
 import pytest
 
-BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "benchmarks")
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def load(monkeypatch, name):
-    # bench_apps forces the BLAS thread variables at import (through
-    # bench_step); monkeypatch restores them afterwards
-    for var in THREAD_VARS:
-        monkeypatch.setenv(var, os.environ.get(var, "1"))
-    monkeypatch.syspath_prepend(BENCH_DIR)
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test",
-                                                  os.path.join(BENCH_DIR, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support import load_benchmark
 
 
 @pytest.fixture
 def peers(monkeypatch):
-    return load(monkeypatch, "apps_peers")
+    return load_benchmark(monkeypatch, "apps_peers")
 
 
 def positive_finite(value):
@@ -155,7 +138,7 @@ def redirected(monkeypatch, bench, out_dir):
 
 
 def test_quick_digits_run_reports_positive_finite_numbers(monkeypatch, tmp_path):
-    bench = load(monkeypatch, "bench_apps")
+    bench = load_benchmark(monkeypatch, "bench_apps")
     with redirected(monkeypatch, bench, tmp_path) as printed:
         result = bench.main(["--quick", "--no-write", "--apps", "digits"])
     assert list(tmp_path.iterdir()) == []                 # --no-write
@@ -176,7 +159,7 @@ def test_quick_digits_run_reports_positive_finite_numbers(monkeypatch, tmp_path)
 
 
 def test_a_missing_peer_is_skipped_with_a_message(monkeypatch, tmp_path):
-    bench = load(monkeypatch, "bench_apps")
+    bench = load_benchmark(monkeypatch, "bench_apps")
     real = bench.peer_status
 
     def without_peers():
@@ -195,7 +178,7 @@ def test_a_missing_peer_is_skipped_with_a_message(monkeypatch, tmp_path):
 
 
 def test_sequences_survive_the_trip_to_the_child(monkeypatch):
-    bench = load(monkeypatch, "bench_apps")
+    bench = load_benchmark(monkeypatch, "bench_apps")
     rng = np.random.default_rng(3)
     seqs, _ = toy_sequences(rng, 5)
     frames, lengths = bench._flatten(seqs)
@@ -209,7 +192,7 @@ def test_sequences_survive_the_trip_to_the_child(monkeypatch):
 
 def test_tune_text_prints_one_row_per_cell(monkeypatch, capsys):
     pytest.importorskip("torch")
-    bench = load(monkeypatch, "bench_apps")
+    bench = load_benchmark(monkeypatch, "bench_apps")
     monkeypatch.setattr(bench, "TUNE_CHARS", 300)
     monkeypatch.setattr(bench, "TUNE_LRS", (1e-3, 1e-2))
     try:

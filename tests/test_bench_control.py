@@ -2,36 +2,21 @@
 the oracle's look-ahead is what the simulator then does, the benchmark's
 smoke run reports every contender, and acting on the oracle beats acting on
 the measurement.  Nothing here is about speed."""
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
 
+from support import load_benchmark
+
 pytest.importorskip("gymnasium", reason="bench_control needs gymnasium (pip install '.[control]')")
 pytest.importorskip("mujoco", reason="bench_control needs MuJoCo (pip install '.[control]')")
-
-BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "benchmarks")
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def load(monkeypatch, name):
-    for var in THREAD_VARS:            # bench_step pins them at import; restored after
-        monkeypatch.setenv(var, os.environ.get(var, "1"))
-    monkeypatch.syspath_prepend(BENCH_DIR)
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test",
-                                                  os.path.join(BENCH_DIR, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("env", ["InvertedPendulum-v5", "Reacher-v5", "Pusher-v5",
                                  "Reacher-v5/angles"])
 def test_the_oracle_sees_what_the_simulator_then_does(monkeypatch, env):
-    cp = load(monkeypatch, "control_plants")
+    cp = load_benchmark(monkeypatch, "control_plants")
     plant = cp.PLANTS[env]()
     rng = np.random.default_rng(0)
     plant.reset(rng)
@@ -43,7 +28,7 @@ def test_the_oracle_sees_what_the_simulator_then_does(monkeypatch, env):
 
 
 def test_smoke_run_reports_every_contender(monkeypatch):
-    bench = load(monkeypatch, "bench_control")
+    bench = load_benchmark(monkeypatch, "bench_control")
     result = bench.main(["--quick", "--no-write"])
     assert set(result["summary"]) == {f"{e} d=2" for e in bench.cp.ENVS}
     for key, s in result["summary"].items():

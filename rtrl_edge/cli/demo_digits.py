@@ -10,20 +10,10 @@ import numpy as np
 
 from ..apps import classify, digits
 from ..model import CELLS, LEARNERS
-from ._common import json_safe, write_json, positive_float, positive_int
+from ._common import json_safe, non_negative_int, positive_float, positive_int, write_json
 from ._preflight import check_output_path
 
 _NAME = "rtrl-edge demo digits"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -38,7 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "matrix, time per row and the model's memory.")
     p.add_argument("--epochs", type=positive_int, default=d.epochs,
                    help="online passes over the training images (default: %(default)s)")
-    p.add_argument("--anneal", type=_count, metavar="EPOCHS",
+    p.add_argument("--anneal", type=non_negative_int, metavar="EPOCHS",
                    help="run the last EPOCHS of them at lr / 10 (default: a quarter of "
                         "--epochs; 0 keeps lr constant)")
     p.add_argument("--hidden", type=positive_int, default=d.n_hidden,

@@ -13,21 +13,11 @@ import numpy as np
 
 from ..apps import classify, speech
 from ..model import CELLS, LEARNERS, OPTIMIZERS
-from ._common import json_safe, write_json, positive_float, positive_int
+from ._common import json_safe, non_negative_int, positive_float, positive_int, write_json
 from ._preflight import check_output_path, check_sizes
 
 _NAME = "rtrl-edge demo speech"
 _D = speech.DEFAULTS
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -68,10 +58,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="clip each update's gradient to this norm (default: %(default)s)")
     p.add_argument("--mels", type=positive_int, default=_D["n_mels"],
                    help="mel bands of the front end (default: %(default)s)")
-    p.add_argument("--mfcc", type=_count, default=_D["n_mfcc"], metavar="N",
+    p.add_argument("--mfcc", type=non_negative_int, default=_D["n_mfcc"], metavar="N",
                    help="MFCCs kept (a DCT of the log-mel energies; default: %(default)s; "
                         "0 feeds the log-mel energies themselves)")
-    p.add_argument("--seed", type=_count, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="initialisation, shuffling and subset seed (default: 0)")
     p.add_argument("--max-utterances", type=positive_int, metavar="N",
                    help="a quick run on N recordings drawn at random (seeded), 9 in 10 from "
