@@ -16,7 +16,7 @@ Targets (on the three standard plants; the angles-only Reacher is reported
 against the same bars): over episodes 1-20, DelayCompensator never worse
 than the best linear predictor (extrapolation, RLS 0.99, RLS 0.999: success
 no lower, error no higher); over episodes 181-200, its error within 10 % of
-the oracle's.  Run: ``python benchmarks/bench_control.py`` (about 20 minutes on
+the oracle's.  Run: ``python benchmarks/bench_control.py`` (about 7 minutes on
 one core; ``--quick``: a smoke run of a few episodes).  Needs
 ``pip install '.[control]'`` (gymnasium and MuJoCo).
 """
