@@ -84,3 +84,46 @@ def write_json(path: str, obj) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def add_output_flags(p, plot_help: str) -> None:
+    """--plot PNG (`plot_help`), --summary-json PATH and --quiet, as the
+    classification demos take them."""
+    p.add_argument("--plot", metavar="PNG",
+                   help=f"{plot_help} (needs matplotlib: pip install 'rtrl-edge[plot]')")
+    p.add_argument("--summary-json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="print the summary only")
+
+
+def plot_confusion(counts, title: str, ylabel: str, path: str, say, name: str) -> int:
+    """A confusion matrix (true classes in rows) as a PNG at `path`; 0, or 1
+    if it could not be written.  Without matplotlib it says so and returns 0."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say(f"{name}: --plot needs matplotlib (pip install 'rtrl-edge[plot]')")
+        return 0
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(counts, cmap="Blues")
+    top = max(int(counts.max()), 1)
+    for (i, j), v in np.ndenumerate(counts):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > top / 2 else "black")
+    ax.set_xticks(range(counts.shape[1]))
+    ax.set_yticks(range(counts.shape[0]))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        say(f"{name}: --plot {path}: {exc.strerror or exc}")
+        return 1
+    finally:
+        plt.close(fig)
+    say(f"  plot: {path}")
+    return 0

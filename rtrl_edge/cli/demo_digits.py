@@ -10,7 +10,8 @@ import numpy as np
 
 from ..apps import classify, digits
 from ..model import CELLS, LEARNERS
-from ._common import json_safe, non_negative_int, positive_float, positive_int, write_json
+from ._common import (add_output_flags, json_safe, non_negative_int, plot_confusion,
+                      positive_float, positive_int, write_json)
 from ._preflight import check_output_path
 
 _NAME = "rtrl-edge demo digits"
@@ -45,11 +46,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="clip each update's gradient to this norm (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="initialisation and shuffling seed (default: %(default)s)")
-    p.add_argument("--plot", metavar="PNG",
-                   help="draw the confusion matrix (needs matplotlib: "
-                        "pip install 'rtrl-edge[plot]')")
-    p.add_argument("--summary-json", metavar="PATH", help="write the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="print the summary only")
+    add_output_flags(p, "draw the confusion matrix")
     p.set_defaults(func=main)
     return p
 
@@ -144,39 +141,7 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
             say(f"{_NAME}: --summary-json {args.summary_json}: {exc.strerror or exc}")
             code = 1
     if args.plot:
-        code = max(code, _plot(counts, accuracy, config, args.plot, say))
+        title = (f"{config.cell}, {config.n_hidden} units, {config.learner}: "
+                 f"test accuracy {100 * accuracy:.1f} %")
+        code = max(code, plot_confusion(counts, title, "true digit", args.plot, say, _NAME))
     return code
-
-
-def _plot(counts, accuracy, config, path, say) -> int:
-    """The confusion matrix as a PNG; 0, or 1 if it could not be written."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say(f"{_NAME}: --plot needs matplotlib (pip install 'rtrl-edge[plot]')")
-        return 0
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    ax.imshow(counts, cmap="Blues")
-    top = counts.max()
-    for (i, j), v in np.ndenumerate(counts):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
-                    color="white" if v > top / 2 else "black")
-    ax.set_xticks(range(digits.N_CLASSES))
-    ax.set_yticks(range(digits.N_CLASSES))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    ax.set_title(f"{config.cell}, {config.n_hidden} units, {config.learner}: "
-                 f"test accuracy {100 * accuracy:.1f} %", fontsize=9)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        say(f"{_NAME}: --plot {path}: {exc.strerror or exc}")
-        return 1
-    finally:
-        plt.close(fig)
-    say(f"  plot: {path}")
-    return 0

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..apps import classify, speech
 from ..model import CELLS, LEARNERS, OPTIMIZERS
-from ._common import json_safe, non_negative_int, positive_float, positive_int, write_json
+from ._common import (add_output_flags, json_safe, non_negative_int, plot_confusion,
+                      positive_float, positive_int, write_json)
 from ._preflight import check_output_path, check_sizes
 
 _NAME = "rtrl-edge demo speech"
@@ -68,11 +69,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "the training takes and 1 in 10 from the test takes")
     p.add_argument("--loso", action="store_true",
                    help="also train and test once per speaker left out (six runs)")
-    p.add_argument("--plot", metavar="PNG",
-                   help="draw the test confusion matrix (needs matplotlib: "
-                        "pip install 'rtrl-edge[plot]')")
-    p.add_argument("--summary-json", metavar="PATH", help="write the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="print the summary only")
+    add_output_flags(p, "draw the test confusion matrix")
     p.set_defaults(func=main)
     return p
 
@@ -240,7 +237,9 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
             say(f"{_NAME}: --summary-json {args.summary_json}: {exc.strerror or exc}")
             code = 1
     if args.plot:
-        code = max(code, _plot(counts, result.accuracy, args, args.plot, say))
+        title = (f"FSDD: {args.cell}, {args.hidden} units, {args.learner}: "
+                 f"test accuracy {100 * result.accuracy:.1f} %")
+        code = max(code, plot_confusion(counts, title, "spoken digit", args.plot, say, _NAME))
     return code
 
 
@@ -274,33 +273,3 @@ def _loso(recordings, feats, args, model, say):
                 f"accuracy {100 * res.accuracy:5.1f} %  ({time.perf_counter() - t0:.1f} s)")
     return dict(accuracy=right / max(total, 1), right=right, total=total,
                 per_speaker=by_speaker)
-
-
-def _plot(counts, accuracy, args, path, say) -> int:
-    """The confusion matrix as a PNG; 0, or 1 if it could not be written."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    ax.imshow(counts, cmap="Blues")
-    top = max(int(counts.max()), 1)
-    for (i, j), v in np.ndenumerate(counts):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
-                    color="white" if v > top / 2 else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("spoken digit")
-    ax.set_title(f"FSDD: {args.cell}, {args.hidden} units, {args.learner}: "
-                 f"test accuracy {100 * accuracy:.1f} %", fontsize=9)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        say(f"{_NAME}: --plot {path}: {exc.strerror or exc}")
-        return 1
-    finally:
-        plt.close(fig)
-    say(f"  plot: {path}")
-    return 0
