@@ -32,6 +32,12 @@ class Timing:
     def median_us(self) -> float:
         return float(np.median(self.per_sequence)) if self.per_sequence else float("nan")
 
+    def record(self, ns: int, steps: int) -> None:
+        """One sequence of `steps` steps took `ns` nanoseconds."""
+        self.steps += steps
+        self.ns += ns
+        self.per_sequence.append(ns / steps / 1e3)
+
 
 def learn_sequence(net: OnlineRNN, xs: np.ndarray, label: int,
                    timing: Optional[Timing] = None) -> np.ndarray:
@@ -46,10 +52,7 @@ def learn_sequence(net: OnlineRNN, xs: np.ndarray, label: int,
         step(x)
     probs = step(xs[-1], label)
     if timing is not None:
-        dt = clock() - t0
-        timing.steps += len(xs)
-        timing.ns += dt
-        timing.per_sequence.append(dt / len(xs) / 1e3)
+        timing.record(clock() - t0, len(xs))
     return probs
 
 
@@ -65,10 +68,7 @@ def classify_sequence(net: OnlineRNN, xs: np.ndarray,
         predict(x)
     probs = predict(xs[-1])
     if timing is not None:
-        dt = clock() - t0
-        timing.steps += len(xs)
-        timing.ns += dt
-        timing.per_sequence.append(dt / len(xs) / 1e3)
+        timing.record(clock() - t0, len(xs))
     return probs
 
 
