@@ -116,7 +116,8 @@ def build_net(rtrl_edge, kw, seed):
 
 def build_loop(rtrl_edge, kw, seed, values, source=None, sink=None, rate_hz=DEVICE_RATE_HZ):
     from rtrl_edge.forecast import Forecaster
-    from rtrl_edge.loop import OnlineLoop, PIController, ReplaySource
+    from rtrl_edge.adapters import ReplaySource
+    from rtrl_edge.loop import OnlineLoop, PIController
     fc = Forecaster(build_net(rtrl_edge, kw, seed), HORIZON, delta=True)
     controller = PIController(setpoint=float(np.mean(values[:, 0])), dt=1.0 / rate_hz)
     return OnlineLoop(fc, source if source is not None else ReplaySource(values[:1]),
@@ -348,7 +349,7 @@ class TaggedSource:
 def bench_e2e(rtrl_edge, kw, hello, raw, values, *, seed, warmup, rate_hz):
     import tty
     from rtrl_edge.bridge import SerialLink, encode_frame, messages as m
-    from rtrl_edge.loop import SerialSource
+    from rtrl_edge.adapters import SerialSource
     n = len(raw)
     frames = [encode_frame(m.encode(m.Sample(tuple(int(v) for v in r)), seq=i + 1,
                                     t_us=(i * 1000) & 0xFFFFFFFF))

@@ -30,8 +30,7 @@ from .compensator import DelayCompensator
 from .forecast import Forecaster
 from .model import CheckpointError, OnlineRNN
 
-__all__ = ["LatencyHistogram", "OnlineLoop", "PIController", "ReplaySource",
-           "SerialSource", "SyntheticSource"]
+__all__ = ["LatencyHistogram", "OnlineLoop", "PIController"]
 
 
 class LatencyHistogram:
@@ -62,108 +61,6 @@ class LatencyHistogram:
     def summary_us(self) -> Dict[str, float]:
         return dict(median_us=self.quantile(0.5) / 1e3, p99_us=self.quantile(0.99) / 1e3,
                     max_us=self.max_ns / 1e3, samples=int(self.total))
-
-
-# -- sources -----------------------------------------------------------------
-
-class ReplaySource:
-    """Rows of an array (T, channels), optionally paced at `rate_hz`."""
-
-    def __init__(self, values, rate_hz: float = 10.0, *, realtime: bool = False):
-        self.values = np.asarray(values, dtype=np.float64)
-        if self.values.ndim != 2:
-            raise ValueError(f"replay values must have shape (T, channels), got "
-                             f"{self.values.shape}")
-        self.rate_hz = float(rate_hz)
-        self.realtime = realtime
-        self.channels = self.values.shape[1]
-        self._i = 0
-        self._start = None
-
-    def read(self) -> List[np.ndarray]:
-        if self._i >= len(self.values):
-            return []
-        if self.realtime:
-            now = time.monotonic()
-            if self._start is None:
-                self._start = now - self._i / self.rate_hz
-            due = self._start + self._i / self.rate_hz
-            if now < due:
-                time.sleep(min(due - now, 0.05))
-                return []
-        row = self.values[self._i]
-        self._i += 1
-        return [row]
-
-    @property
-    def exhausted(self) -> bool:
-        return self._i >= len(self.values)
-
-    @property
-    def position(self) -> int:
-        """Rows read so far (where `seek` continues a resumed run)."""
-        return self._i
-
-    def seek(self, position: int) -> None:
-        """Continue at row `position` (the row after the last one read)."""
-        if not 0 <= position <= len(self.values):
-            raise ValueError(f"the checkpoint had read {position} samples of this source; "
-                             f"it has {len(self.values)}")
-        self._i = int(position)
-        self._start = None
-
-    def stats(self) -> Dict[str, int]:
-        return {"replayed": self._i}
-
-
-class SyntheticSource(ReplaySource):
-    """A noisy two-tone signal (3 channels: signal, its derivative, a tone),
-    for trying the loop without data or hardware."""
-
-    def __init__(self, n: int = 20000, rate_hz: float = 100.0, seed: int = 0, **kw):
-        rng = np.random.default_rng(seed)
-        t = np.arange(n) / rate_hz
-        s = np.sin(2 * np.pi * 0.3 * t) + 0.4 * np.sin(2 * np.pi * 1.1 * t + 1.0)
-        ds = np.gradient(s, t)
-        values = np.stack([s, ds, np.cos(2 * np.pi * 0.3 * t)], axis=1)
-        super().__init__(values + 0.01 * rng.standard_normal(values.shape), rate_hz, **kw)
-
-
-class SerialSource:
-    """Samples from the board through a `bridge.SerialLink`, in the device's
-    units (scaled by its HELLO)."""
-
-    def __init__(self, link, *, hello_timeout: float = 10.0):
-        self.link = link
-        hello = link.wait_for_hello(timeout=hello_timeout)
-        if hello is None:
-            if getattr(link, "refused", False):
-                raise TimeoutError(f"no usable HELLO from the device on {link.url!r}: "
-                                   f"{link.last_error}")
-            raise TimeoutError(f"no HELLO from the device on {link.url!r} within "
-                               f"{hello_timeout:g} s ({link.last_error or 'no data'})")
-        self.channels = hello.n_channels
-        self.rate_hz = hello.sample_rate_hz
-        self.exhausted = False
-        self._gaps = self._breaks()
-        self.gap = False                # a frame was lost since the last read
-
-    def read(self) -> List[np.ndarray]:
-        from .bridge import messages
-        out = []
-        for msg in self.link.poll():
-            if isinstance(msg, messages.Sample):
-                out.append(np.asarray(msg.values(self.link.hello), dtype=np.float64))
-        gaps = self._breaks()
-        self.gap, self._gaps = gaps != self._gaps, gaps
-        return out
-
-    def _breaks(self) -> int:
-        """Lost frames and reconnects: either breaks the stream."""
-        return self.link.stats["seq_gaps"] + self.link.stats["reconnects"]
-
-    def stats(self) -> Dict[str, int]:
-        return self.link.all_stats()
 
 
 # -- control -----------------------------------------------------------------
@@ -234,7 +131,7 @@ class OnlineLoop:
         the time a command sent now lands; the controller acts on the
         prediction of the target channels, and every command sent is
         recorded in it.
-    source : object with ``read() -> list of arrays`` and ``exhausted``
+    source : a source of `rtrl_edge.adapters` (``read()``, ``exhausted``, ...)
     inputs, targets : sequence of int
         Channels fed to the network and channels forecast (default: all in,
         channel 0 out).
@@ -253,6 +150,10 @@ class OnlineLoop:
     checkpoint_key : bytes, optional
         Sign each checkpoint with HMAC-SHA-256 under this key
         (`rtrl_edge.checkpoint`).
+    on_forecast : callable(forecast), optional
+        Called with each finite forecast (of the target channels) as soon as
+        it is made, e.g. to publish it; the array is the forecaster's own
+        buffer, valid until the next sample.
     """
 
     def __init__(self, forecaster: Forecaster, source, *, inputs: Optional[Sequence[int]] = None,
@@ -260,7 +161,8 @@ class OnlineLoop:
                  sink: Optional[Callable] = None, deadline_ms: Optional[float] = None,
                  max_backlog: int = 10, checkpoint: Optional[str] = None,
                  checkpoint_every: float = 60.0, checkpoint_key: Optional[bytes] = None,
-                 error_window: int = 1000, trace: int = 0):
+                 error_window: int = 1000, trace: int = 0,
+                 on_forecast: Optional[Callable] = None):
         self.net = getattr(forecaster, "net", None)     # the model, for a plain Forecaster
         self.source = source
         n_ch = self.channels = getattr(source, "channels", None)
@@ -285,6 +187,7 @@ class OnlineLoop:
             raise ValueError(f"channel index out of range: the source has {n_ch} channels")
         self.controller = controller
         self.sink = sink
+        self.on_forecast = on_forecast
         self.deadline_ns = None if deadline_ms is None else int(deadline_ms * 1e6)
         self.max_backlog = int(max_backlog)
         self.checkpoint = checkpoint
@@ -345,6 +248,8 @@ class OnlineLoop:
         else:
             self._pending[slot] = forecast
             self.counters["forecasts"] += 1
+            if self.on_forecast is not None:
+                self.on_forecast(forecast)
         if act and self.controller is not None:
             t = time.monotonic() - self._t0
             u = self.controller(float(forecast[0]), t)
@@ -398,11 +303,38 @@ class OnlineLoop:
         """Ask `run` to finish after the current sample (signal-safe)."""
         self._stop = True
 
+    def feed(self, batch: List[np.ndarray], gap: bool = False,
+             max_steps: Optional[int] = None) -> int:
+        """Process one read's samples (`run` reads them; a caller serving
+        several loops from one source hands each loop the same batch).  `gap`:
+        samples may have been lost before this batch.  All of a backlog is
+        learnt, the newest sample alone is acted on, and a backlog longer than
+        ``max_backlog`` is cut (see the module doc).  Returns the number of
+        samples processed."""
+        if gap:
+            self.gap()
+        if len(batch) > self.max_backlog:
+            self.counters["dropped_late"] += len(batch) - self.max_backlog
+            batch = batch[-self.max_backlog:]
+            self.gap()
+        if max_steps is not None:
+            batch = batch[:max(max_steps - self.counters["samples"], 0)]
+        for i, values in enumerate(batch):
+            self.process(values, act=i == len(batch) - 1)
+        return len(batch)
+
+    def checkpoint_due(self, now: Optional[float] = None) -> bool:
+        """True when `checkpoint_every` seconds have passed since the last one."""
+        now = time.monotonic() if now is None else now
+        return bool(self.checkpoint) and now - self._last_checkpoint >= self.checkpoint_every
+
     def run(self, max_steps: Optional[int] = None, progress: Optional[Callable] = None,
             progress_every: float = 0.5) -> Dict:
         """Process samples until the source is exhausted, `max_steps`
-        samples have been processed, or `stop()`; checkpoint at the end."""
+        samples have been processed, or `stop()`; checkpoint at the end.
+        `progress(summary)` is called every `progress_every` seconds."""
         next_progress = time.monotonic() + progress_every
+        wait = getattr(self.source, "wait", None)
         reason = "source exhausted"
         while True:
             if self._stop:
@@ -412,22 +344,14 @@ class OnlineLoop:
                 reason = "max steps"
                 break
             batch = self.source.read()
-            if getattr(self.source, "gap", False):
-                self.gap()
+            self.feed(batch, getattr(self.source, "gap", False), max_steps)
             if not batch:
                 if getattr(self.source, "exhausted", False):
                     break
-                continue
-            if len(batch) > self.max_backlog:
-                self.counters["dropped_late"] += len(batch) - self.max_backlog
-                batch = batch[-self.max_backlog:]
-                self.gap()
-            if max_steps is not None:
-                batch = batch[:max_steps - self.counters["samples"]]
-            for i, values in enumerate(batch):
-                self.process(values, act=i == len(batch) - 1)
+                if wait is not None:        # a source whose read returns at once
+                    wait(0.05)
             now = time.monotonic()
-            if self.checkpoint and now - self._last_checkpoint >= self.checkpoint_every:
+            if self.checkpoint_due(now):
                 self.save_checkpoint()
             if progress is not None and now >= next_progress:
                 progress(self.summary())

@@ -27,8 +27,8 @@ from rtrl_edge.bridge import FrameDecoder, SerialLink, encode_frame
 from rtrl_edge.bridge import messages as m
 from rtrl_edge.cli.run import _DelayLine, _on_measurement
 from rtrl_edge.forecast import Forecaster
-from rtrl_edge.loop import (LatencyHistogram, OnlineLoop, PIController, ReplaySource,
-                            SerialSource, SyntheticSource)
+from rtrl_edge.adapters import ReplaySource, SerialSource, SyntheticSource
+from rtrl_edge.loop import LatencyHistogram, OnlineLoop, PIController
 from support import Pty, read_pty, wait_for
 
 BIN = 10 ** (1 / LatencyHistogram.PER_DECADE)        # one bin: a factor of 1.049

@@ -24,7 +24,8 @@ import pytest
 import rtrl_edge
 from rtrl_edge import OnlineRNN, cli, data
 from rtrl_edge.forecast import Forecaster
-from rtrl_edge.loop import _COUNTERS, OnlineLoop, SyntheticSource
+from rtrl_edge.adapters import SyntheticSource
+from rtrl_edge.loop import _COUNTERS, OnlineLoop
 from support import wait_for
 
 ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))

@@ -132,7 +132,8 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
     opened or the last checkpoint write failed.
     """
     from .. import checkpoint as ckpt
-    from ..loop import OnlineLoop, ReplaySource, SerialSource, SyntheticSource
+    from ..adapters import ReplaySource, SerialSource, SyntheticSource
+    from ..loop import OnlineLoop
 
     def say(*parts):
         print(*parts, file=out, flush=True)
