@@ -166,7 +166,7 @@ def test_plot_writes_a_png(tmp_path):
 # -- bad arguments ------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv,message", [
-    (["run"], "one of the arguments --port --replay --synthetic is required"),
+    (["run"], "one of the arguments --port --replay --synthetic --source is required"),
     (["run", "--synthetic", "--replay", RECORDING], "not allowed with argument"),
     (["run", "--synthetic", "--horizon", "0"], "expected a positive integer"),
     (["run", "--synthetic", "--hidden", "-3"], "expected an integer >= 0, got -3"),

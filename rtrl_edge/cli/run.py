@@ -3,19 +3,17 @@ synthetic signal."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 
 from .. import data
-from ..forecast import Forecaster
-from ..auto import AutoForecaster
-from ..compensator import DelayCompensator
-from ..model import CELLS, LEARNERS, OPTIMIZERS, OnlineRNN
-from ._common import json_safe, non_negative_int, positive_float, positive_int, write_json
-from ._preflight import (DEFAULTS, PLAIN_FLAGS, check_output_path, check_sizes,
-                         differing_flags, keep_as_backup, model_settings, wants_auto)
+from ..model import CELLS, LEARNERS, OPTIMIZERS
+from ._common import non_negative_int, positive_float, positive_int
+from ._loop_setup import (Refused, build_forecaster, finish, first_sample,
+                          forecast_publisher, open_checkpoint, open_mqtt, open_source,
+                          reporter, restore, settings_for)
+from ._preflight import DEFAULTS, check_output_path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -35,8 +33,39 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="stream a shipped recording (x, y, z of one marker, 10 Hz)")
     src.add_argument("--synthetic", action="store_true",
                      help="stream a synthetic two-tone signal (100 Hz)")
+    src.add_argument("--source", choices=("mqtt",),
+                     help="'mqtt': read samples (JSON) from PREFIX/sample of --mqtt's broker "
+                          "(with --streams, each stream from PREFIX/NAME/sample)")
     run.add_argument("--baud", type=positive_int, default=115200,
                      help="baud rate of a real port (default: %(default)s)")
+    net = run.add_argument_group(
+        "MQTT", "publish forecasts and status to a broker (needs pip install "
+                "'rtrl-edge[mqtt]'), and with --source mqtt read samples from it")
+    net.add_argument("--mqtt", metavar="URL",
+                     help="mqtt://HOST[:PORT]/PREFIX or mqtts://HOST[:PORT]/PREFIX: each "
+                          "forecast goes to PREFIX/forecast as JSON ({\"t\", \"forecast\", "
+                          "...}), a retained status to PREFIX/status (offline as last will); "
+                          "reconnects with back-off and keeps learning meanwhile")
+    net.add_argument("--mqtt-ca", metavar="FILE",
+                     help="CA certificate(s) that sign the broker's (mqtts://)")
+    net.add_argument("--mqtt-credentials", metavar="FILE",
+                     help="a file holding USERNAME:PASSWORD on its first line")
+    net.add_argument("--status-every", type=positive_float, default=10.0, metavar="S",
+                     help="seconds between status messages (default: %(default)s)")
+    net.add_argument("--channels", type=positive_int, metavar="N",
+                     help="values per sample of --source mqtt (default: the first "
+                          "well-formed sample's, or the checkpoint's)")
+    many = run.add_argument_group(
+        "many streams", "one model per stream, one process, one checkpoint per stream "
+                        "in the folder --checkpoint names")
+    which = many.add_mutually_exclusive_group()
+    which.add_argument("--streams", metavar="FILE",
+                       help="the streams, in JSON (or TOML): {\"streams\": [{\"name\": ..., "
+                            "\"inputs\": [channels], \"target\": channel, model settings}, "
+                            "...]}; the command line's model flags are the defaults")
+    which.add_argument("--split-channels", action="store_true",
+                       help="one stream per channel of the source, named ch0, ch1, ...: "
+                            "each forecasts its channel from itself")
     # Model flags default to None so that --resume can tell the ones given
     # (checked against the checkpoint) from the ones left out (taken from it).
     model = run.add_argument_group(
@@ -128,12 +157,10 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
     Everything a user can get wrong is checked before the run starts and
     reported in one line (exit 2): output paths, the key, sizes that would
     not fit in memory, a checkpoint that would be replaced, flags that differ
-    from the checkpoint being resumed.  Exit 1 when the source cannot be
-    opened or the last checkpoint write failed.
+    from the checkpoint being resumed.  Exit 1 when the source or the broker
+    cannot be reached or the last checkpoint write failed.
     """
     from .. import checkpoint as ckpt
-    from ..adapters import ReplaySource, SerialSource, SyntheticSource
-    from ..loop import OnlineLoop
 
     def say(*parts):
         print(*parts, file=out, flush=True)
@@ -146,8 +173,20 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         return fail("--resume needs --checkpoint PATH")
     if args.fresh and not args.checkpoint:
         return fail("--fresh needs --checkpoint PATH")
-    for flag, path in (("--summary-json", args.summary_json), ("--plot", args.plot),
-                       ("--checkpoint", args.checkpoint)):
+    if args.source == "mqtt" and not args.mqtt:
+        return fail("--source mqtt needs --mqtt mqtt://HOST:PORT/PREFIX (the broker to read "
+                    "PREFIX/sample from)")
+    for flag, value in (("--mqtt-ca", args.mqtt_ca), ("--mqtt-credentials",
+                                                      args.mqtt_credentials),
+                        ("--channels", args.channels)):
+        if value is not None and not args.mqtt:
+            return fail(f"{flag} goes with --mqtt")
+    if args.channels is not None and args.source != "mqtt":
+        return fail("--channels is for --source mqtt; the other sources know their channels")
+    many = bool(args.streams or args.split_channels)
+    outputs = (("--summary-json", args.summary_json), ("--plot", args.plot)) + (
+        () if many else (("--checkpoint", args.checkpoint),))
+    for flag, path in outputs:
         problem = check_output_path(path)
         if problem:
             return fail(f"{flag} {path}: {problem}")
@@ -157,84 +196,35 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
             key = ckpt.read_key(args.checkpoint_key)
         except (OSError, ckpt.CheckpointError) as exc:
             return fail(f"--checkpoint-key: {getattr(exc, 'strerror', None) or exc}")
-
-    # -- the checkpoint: continue it, keep it, or refuse to touch it
-    net = extra = None
-    if args.checkpoint:
-        stale = ckpt.remove_stale_temporaries(args.checkpoint)
-        if stale:
-            say(f"rtrl-edge run: removed {stale} temporary file(s) of {args.checkpoint} left "
-                f"by a run that was killed while writing it")
-        exists = os.path.lexists(args.checkpoint)
-        if exists and not (args.resume or args.fresh):
-            try:
-                held, held_extra = OnlineLoop.resume_any(args.checkpoint, key=key)
-                counters = held_extra.get("loop_counters")
-                what = (f"a checkpoint ({int(counters[1]):,} samples learnt)"
-                        if counters is not None and len(counters) > 1 else "a checkpoint")
-            except (OSError, ckpt.CheckpointError):
-                what = "a file that is not a valid checkpoint"
-            return fail(f"{args.checkpoint} already holds {what}; continue it with --resume, "
-                        f"or start over with --fresh (which keeps it as .bak)")
-        if exists and args.resume:
-            try:
-                net, extra = OnlineLoop.resume_any(args.checkpoint, key=key)
-            except (OSError, ckpt.CheckpointError) as exc:
-                return fail(f"cannot resume: {exc}. The checkpoint was left as it is; move it "
-                            f"away, or start over with --fresh (which keeps it as .bak)")
-            differing = differing_flags(args, net, extra)
-            if differing:
-                return fail(f"cannot resume {args.checkpoint}: " + "; ".join(differing)
-                            + " (leave a flag out to take the checkpoint's value)")
-        elif args.resume:
-            say(f"rtrl-edge run: no checkpoint at {args.checkpoint} yet: starting afresh")
-    settings = model_settings(args, net, extra)
-    if settings["hidden"] == 0 and settings["kind"] != "delay":
-        return fail("--hidden 0: only --actuation-delay's compensator can do without RNN "
-                    "members (its linear ones remain); a model needs at least 1 unit")
-    if settings["kind"] == "delay" and net is None and not wants_auto(args):
-        given = [f"--{k.replace('_', '-')}" for k in PLAIN_FLAGS if getattr(args, k) is not None]
-        return fail(f"{', '.join(given)}: with --actuation-delay the forecaster is a "
-                    f"DelayCompensator (a mixture with nothing to tune; --hidden and --seed "
-                    f"set its RNN members); leave {'it' if len(given) == 1 else 'them'} out")
-
-    # -- the source
-    link = None
+    if many:
+        from . import run_streams
+        return run_streams.main(args, out, say, fail, key)
+    link = mqtt = None
     try:
-        if args.port:
-            from ..bridge import SerialLink
-            link = SerialLink(args.port, baudrate=args.baud)
-            source = SerialSource(link)
-            say(f"rtrl-edge run: {args.port}: {source.channels} channels at "
-                f"{source.rate_hz:g} Hz, {link.hello.n_actuators} actuator(s)")
-        elif args.replay:
-            source = ReplaySource(data.load_recording(args.replay).xyz, 10.0)
-        else:
-            source = SyntheticSource(seed=settings["seed"])
-    except (TimeoutError, OSError) as exc:
-        if link is not None:
-            link.close()
-        return fail(str(exc), 1)
-    try:
-        code = _run(args, out, say, fail, source, link, net, extra, settings, key)
+        net, extra = open_checkpoint(args, args.checkpoint, key, say)
+        settings = settings_for(args, net, extra)
+        link, source = open_source(args, say, settings["seed"])
+        mqtt = open_mqtt(args, say) if args.source != "mqtt" else link
+        if args.source == "mqtt":
+            link = None                   # not a board: nothing to command
+            first_sample(source, net, say)
+        return _run(args, out, say, fail, source, link, net, extra, settings, key, mqtt)
+    except Refused as exc:
+        return fail(str(exc), exc.code)
     finally:
         if link is not None:
             link.close()
-    return code
+        if mqtt is not None:
+            mqtt.close()
 
 
-def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
+def _run(args, out, say, fail, source, link, net, extra, settings, key, mqtt) -> int:
     import signal
     from ..loop import OnlineLoop, PIController
 
     channels, target = source.channels, settings["target"]
     if not 0 <= target < channels:
         return fail(f"--target {target} but the source has {channels} channels")
-    reads = net.n_state if isinstance(net, DelayCompensator) else getattr(net, "n_in", None)
-    if net is not None and reads != channels:
-        return fail(f"the checkpoint's model takes {reads} inputs; this source has "
-                    f"{channels} channels")
-    fc = net if isinstance(net, (AutoForecaster, DelayCompensator)) else None
     delay = settings["actuation_delay"]
     has_actuator = link is not None and link.hello.n_actuators > 0 and not args.no_control
     if delay and not has_actuator:
@@ -247,32 +237,9 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
     # the target first: the forecaster learns its change over the horizon
     inputs = [target] + [c for c in range(channels) if c != target]
     trace = 5000 if args.plot else 0
-    if net is None:
-        problem = check_sizes(settings, channels, trace)
-        if problem:
-            return fail(problem)
-    if net is None and settings["kind"] == "delay":
-        fc = DelayCompensator(channels, 1, delay, seed=settings["seed"],
-                              hidden=settings["hidden"])
-    elif net is None and settings["kind"] == "auto":
-        fc = AutoForecaster(channels, 1, settings["horizon"], seed=settings["seed"],
-                            hidden=settings["hidden"])
-    elif net is None:
-        try:
-            net = OnlineRNN(channels, settings["hidden"], 1, learner=settings["learner"],
-                            cell=settings["cell"], optimizer=settings["optimizer"],
-                            lr=settings["lr"], clip=1.0, normalize=True, seed=settings["seed"],
-                            window=settings["window"] if settings["learner"] == "tbptt"
-                            else None, rec_density=settings["rec_density"])
-        except ValueError as exc:
-            return fail(str(exc))
-    if fc is None:
-        try:
-            fc = Forecaster(net, settings["horizon"], delta=True)
-        except ValueError as exc:
-            return fail(str(exc))
+    fc = build_forecaster(settings, channels, net, trace)
     controller = sink = None
-    if link is not None and link.hello.n_actuators > 0 and not args.no_control:
+    if has_actuator:
         dt = 1.0 / source.rate_hz
         controller = PIController(kp=args.kp, ki=args.ki, setpoint=args.setpoint, dt=dt)
         if args.control_on == "measurement":
@@ -285,51 +252,27 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key) -> int:
                       controller=controller, sink=sink, deadline_ms=deadline,
                       checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                       checkpoint_key=key, trace=trace)
-    if extra is not None:
-        try:
-            loop.restore(extra)
-        except ValueError as exc:
-            return fail(f"cannot resume from {args.checkpoint}: {exc}")
-        if not hasattr(source, "seek"):
-            loop.gap()     # what the model learnt is kept; a live stream has a break
-        say(f"rtrl-edge run: resumed from {args.checkpoint} ({fc.stats['learned']:,} samples "
-            f"learnt" + (f", continuing at sample {source.position:,}"
-                         if hasattr(source, "position") else "") + ")")
-    if args.fresh and os.path.lexists(args.checkpoint):
-        try:
-            kept = keep_as_backup(args.checkpoint)
-        except OSError as exc:
-            return fail(f"--fresh: cannot keep {args.checkpoint} aside: "
-                        f"{exc.strerror or exc}")
-        say(f"rtrl-edge run: starting afresh; the previous checkpoint is kept as {kept}")
+    if mqtt is not None:
+        loop.on_forecast = forecast_publisher(mqtt, loop)
+    restore(loop, extra, args, say)
     if controller is not None and args.control_on == "measurement":
         controller.loop = loop
 
     start = loop.counters["samples"]
-
-    def stop(signum, frame):
-        loop.stop()
-    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    live = not args.quiet and out.isatty() if hasattr(out, "isatty") else False
-    progress = (lambda s: print("\r" + _progress_line(s), end="", file=out, flush=True)) \
-        if live else None
+    handlers = {sig: signal.signal(sig, lambda signum, frame: loop.stop())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    progress, every = reporter(args, out, mqtt, _progress_line)
     try:
-        summary = loop.run(max_steps=args.max_steps, progress=progress)
+        summary = loop.run(max_steps=args.max_steps, progress=progress, progress_every=every)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    if live:
+    if progress is not None and progress.live:
         print(file=out)
     _print_summary(summary, say)
     if summary["samples"] == start and getattr(source, "exhausted", False):
         say("  nothing left to do: the checkpoint had already learnt the whole recording")
-    code = 0
-    if args.summary_json:
-        try:
-            write_json(args.summary_json, json_safe(summary))
-        except OSError as exc:
-            say(f"rtrl-edge run: --summary-json {args.summary_json}: {exc.strerror or exc}")
-            code = 1
+    code = finish(args, summary, mqtt, say)
     if args.plot:
         _plot(loop, args.plot, say)
     if args.checkpoint and loop.last_checkpoint_error:
