@@ -140,8 +140,9 @@ class OnlineLoop:
         E.g. ``lambda u: link.command(int(u * 1000))``.
     deadline_ms : float, optional
         Per-sample budget; longer is a ``deadline_misses``.
-    max_backlog : int
-        Most samples processed per read (older ones dropped, counted).
+    max_backlog : int, optional
+        Most samples processed per read (older ones dropped, counted);
+        default: the source's ``max_backlog``, else 10.
     checkpoint : str, optional
         Path of the periodic, atomic checkpoint (model, normaliser,
         forecaster window, loop counters).
@@ -159,7 +160,7 @@ class OnlineLoop:
     def __init__(self, forecaster: Forecaster, source, *, inputs: Optional[Sequence[int]] = None,
                  targets: Sequence[int] = (0,), controller: Optional[Callable] = None,
                  sink: Optional[Callable] = None, deadline_ms: Optional[float] = None,
-                 max_backlog: int = 10, checkpoint: Optional[str] = None,
+                 max_backlog: Optional[int] = None, checkpoint: Optional[str] = None,
                  checkpoint_every: float = 60.0, checkpoint_key: Optional[bytes] = None,
                  error_window: int = 1000, trace: int = 0,
                  on_forecast: Optional[Callable] = None):
@@ -189,6 +190,8 @@ class OnlineLoop:
         self.sink = sink
         self.on_forecast = on_forecast
         self.deadline_ns = None if deadline_ms is None else int(deadline_ms * 1e6)
+        if max_backlog is None:
+            max_backlog = getattr(source, "max_backlog", 10)
         self.max_backlog = int(max_backlog)
         self.checkpoint = checkpoint
         self.checkpoint_every = float(checkpoint_every)

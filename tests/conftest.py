@@ -27,3 +27,47 @@ def firmware_build(tmp_path_factory):
     """The firmware and its simulator, built once per test run."""
     import support
     return support.build_firmware(tmp_path_factory.mktemp("firmware-build"))
+
+
+# -- MQTT: a real Mosquitto (tests/mqtt_broker.py) ------------------------------
+
+@pytest.fixture
+def mqtt():
+    """paho's client module, with a mosquitto to run; without either a skip
+    saying what is missing -- except under CI, which installs both."""
+    from mqtt_broker import MOSQUITTO
+    missing = ("mosquitto is not installed (apt-get install mosquitto)" if MOSQUITTO is None
+               else None)
+    try:
+        import paho.mqtt.client as client
+    except ImportError:
+        client, missing = None, "paho-mqtt is not installed (pip install 'rtrl-edge[mqtt]')"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}: .ci/run installs it")
+        pytest.skip(missing)
+    return client
+
+
+@pytest.fixture
+def broker(mqtt, tmp_path):
+    """A broker of this test's own, started; stopped at the end."""
+    from mqtt_broker import Broker
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def peers(mqtt):
+    """make(port, topic="#") -> an independent client watching `topic`."""
+    from mqtt_broker import Peer
+    made = []
+
+    def make(port, topic="#", **kw):
+        made.append(Peer(mqtt, port, topic, **kw))
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()

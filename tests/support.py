@@ -4,10 +4,13 @@ import contextlib
 import errno
 import importlib.util
 import os
+import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import tty
 from pathlib import Path
@@ -114,3 +117,26 @@ class Pty:
             self._open = False
             os.close(self.master)
             os.close(self.slave)
+
+
+def readme_block(heading: str, index: int = 0) -> str:
+    """The `index`th ```sh block of the README section under `heading`."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    section = text[start:end if end != -1 else len(text)]
+    return re.findall(r"^```sh\n(.*?)^```", section, re.M | re.S)[index]
+
+
+def launcher_dir(tmp_path) -> str:
+    """A folder holding an executable `rtrl-edge` that runs the package under
+    test with this interpreter, to put first on PATH for shell commands."""
+    import rtrl_edge
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    path = folder / "rtrl-edge"
+    root = os.path.dirname(os.path.dirname(rtrl_edge.__file__))
+    path.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(root)} exec "
+                    f"{shlex.quote(sys.executable)} -m rtrl_edge \"$@\"\n")
+    path.chmod(0o755)
+    return str(folder)

@@ -12,8 +12,6 @@ rest skip, saying why, if either is missing (CI installs both).
 """
 import json
 import os
-import pwd
-import queue
 import re
 import shutil
 import signal
@@ -21,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +26,10 @@ import pytest
 
 from rtrl_edge.adapters.mqtt import (EXPECTED, INSTALL, MAX_SAMPLE_BYTES, MqttUrl, parse_sample,
                                      parse_url, read_credentials)
+from mqtt_broker import MOSQUITTO_PASSWD, Broker
 from support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-MOSQUITTO = shutil.which("mosquitto", path=os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"]))
-MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd", path=os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/bin", "/usr/sbin"]))
 FAST = dict(min_backoff=0.1, max_backoff=0.5, connect_timeout=3.0)
 
 
@@ -169,130 +163,6 @@ def test_imports_without_paho():
 
 
 # -- a real broker ----------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """A mosquitto of our own on 127.0.0.1:`port`, restartable on the same port."""
-
-    def __init__(self, workdir: Path, settings=("allow_anonymous true",)):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.dir, self.port, self.proc = workdir, free_port(), None
-        self.log = workdir / "mosquitto.log"
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text("\n".join([
-            f"listener {self.port} 127.0.0.1", *settings, "persistence false",
-            f"log_dest file {self.log}", "log_type all",
-            # as root it would switch to user "mosquitto", who cannot read tmp_path
-            f"user {pwd.getpwuid(os.getuid()).pw_name}", ""]))
-
-    def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.01)
-        log = self.log.read_text() if self.log.exists() else "(no log)"
-        self.stop()
-        raise RuntimeError(f"mosquitto did not come up on port {self.port}:\n{log}")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def url(self, prefix):
-        return f"mqtt://127.0.0.1:{self.port}/{prefix}"
-
-
-@pytest.fixture
-def mqtt():
-    """paho's client module; a skip saying what is missing otherwise."""
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    return pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed "
-                               "(pip install 'rtrl-edge[mqtt]')")
-
-
-@pytest.fixture
-def broker(mqtt, tmp_path):
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
-class Peer:
-    """An independent paho client: collects what arrives on `topic` and
-    publishes at QoS 1, waiting for the broker's PUBACK."""
-
-    def __init__(self, mqtt, port, topic="#", *, ca=None, user=None):
-        self.messages = queue.Queue()
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                      client_id=f"peer-{uuid.uuid4().hex[:8]}")
-        if ca:
-            c.tls_set(ca_certs=str(ca))
-        if user:
-            c.username_pw_set(*user)
-        subscribed = queue.Queue()
-        c.on_message = lambda cl, u, m: self.messages.put((m.topic, m.payload, m.retain))
-        c.on_subscribe = lambda *a: subscribed.put(True)
-        c.connect("127.0.0.1", port, keepalive=30)
-        c.loop_start()
-        if topic is not None:
-            c.subscribe(topic, qos=1)
-            subscribed.get(timeout=5)
-
-    def next(self, topic, pred=lambda doc: True, timeout=3.0):
-        """The next JSON message on `topic` that satisfies `pred`, and its retain flag."""
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            try:
-                t, payload, retain = self.messages.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise AssertionError(f"nothing on {topic!r} within {timeout} s; saw {seen}") from None
-            seen.append((t, payload))
-            if t == topic:
-                doc = json.loads(payload)
-                if pred(doc):
-                    return doc, retain
-
-    def publish(self, topic, payload):
-        self.client.publish(topic, payload, qos=1).wait_for_publish(3)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def peers(mqtt):
-    made = []
-
-    def make(port, topic="#", **kw):
-        made.append(Peer(mqtt, port, topic, **kw))
-        return made[-1]
-    yield make
-    for p in made:
-        p.close()
-
 
 @pytest.fixture
 def links(mqtt):

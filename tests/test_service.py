@@ -11,12 +11,12 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 import rtrl_edge
 from rtrl_edge import cli, data
+from support import launcher_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIT = os.path.join(ROOT, "deploy", "rtrl-edge.service")
@@ -48,11 +48,7 @@ def setting(name):
 def launcher(tmp_path):
     """An executable standing where the unit's ExecStart expects the
     installed entry point: this interpreter running the package under test."""
-    path = tmp_path / "rtrl-edge"
-    path.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(ENV['PYTHONPATH'])} exec "
-                    f"{shlex.quote(sys.executable)} -m rtrl_edge \"$@\"\n")
-    path.chmod(0o755)
-    return str(path)
+    return os.path.join(launcher_dir(tmp_path), "rtrl-edge")
 
 
 def test_systemd_analyze_verify_finds_nothing(tmp_path):

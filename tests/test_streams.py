@@ -8,8 +8,8 @@ models'."""
 import io
 import json
 import os
+import subprocess
 
-import numpy as np
 import pytest
 
 from rtrl_edge import OnlineRNN, cli, data
@@ -17,6 +17,7 @@ from rtrl_edge.adapters import ReplaySource
 from rtrl_edge.forecast import Forecaster
 from rtrl_edge.loop import OnlineLoop
 from rtrl_edge.streams import MultiLoop, load_config
+from support import launcher_dir, readme_block
 
 RECORDING = data.list_recordings()[0]
 SMALL = ("--learner", "rtrl", "--hidden", "6")
@@ -226,3 +227,15 @@ def test_streams_resumed_at_different_places_are_refused(tmp_path):
     assert code == 2 and "stand at different samples of the recording (100, 200)" in out
     assert all((folder / f"{n}.npz").read_bytes() == before[n] for n in "ab")
     assert os.path.isdir(folder)
+
+
+def test_the_readme_commands_run_as_written(tmp_path):
+    block = readme_block("### Many sensors in one process")
+    env = dict(os.environ, PATH=launcher_dir(tmp_path) + os.pathsep + os.environ["PATH"])
+    done = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(os.listdir(tmp_path / "streams")) == ["ch0.npz", "ch1.npz", "ch2.npz"]
+    assert sorted(os.listdir(tmp_path / "streams2")) == ["chest.npz", "z.npz"]
+    assert done.stdout.count("summary: 3 streams") == 1
+    assert done.stdout.count("summary: 2 streams") == 1

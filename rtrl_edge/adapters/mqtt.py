@@ -720,7 +720,9 @@ class MqttSource:
     that a gap always applies to a whole batch), ``last_t`` (the "t" of the
     last sample `read` returned, None if it had none), ``subscribed``
     (the broker has acknowledged the subscription), ``last_error`` (why the
-    last malformed sample was rejected).
+    last malformed sample was rejected), ``max_backlog`` (the queue's size:
+    a burst of samples over MQTT is data to learn from, not lateness, so
+    the loop learns all of one read; the bounded queue caps it).
     """
 
     rate_hz = None
@@ -732,7 +734,7 @@ class MqttSource:
         self.subscribed = False
         self.last_error: Optional[str] = None
         self._q: deque = deque()        # (values, t, break before it), at most `queue`
-        self._maxlen = queue
+        self._maxlen = self.max_backlog = queue
         self._break = False             # the next sample follows a break
         self._seq: Optional[int] = None
         self._stats = dict(received=0, malformed=0, overflows=0, seq_gaps=0, read=0)

@@ -18,6 +18,10 @@ which one it reads:
 ``wait(timeout)`` (optional)
     block until a sample may be ready, for sources whose ``read`` returns at
     once;
+``max_backlog`` (optional)
+    the most samples of one read that the loop learns from (default 10, the
+    newest; the older ones are dropped as late): a source whose bursts are
+    data rather than lateness (MQTT) sets it to its own queue's size;
 ``stats() -> dict`` (optional)
     the source's counters, reported in the loop's summary;
 ``position`` and ``seek(position)`` (optional)

@@ -143,8 +143,8 @@ def open_source(args, say, seed):
     from .. import data
     from ..adapters import ReplaySource, SerialSource, SyntheticSource
     if args.source == "mqtt":
-        link = open_mqtt(args, say)
-        return link, link.source(channels=args.channels)
+        link, (source,) = open_mqtt(args, say, [(None, args.channels)])
+        return link, source
     link = None
     try:
         if args.port:
@@ -154,9 +154,10 @@ def open_source(args, say, seed):
             say(f"rtrl-edge run: {args.port}: {source.channels} channels at "
                 f"{source.rate_hz:g} Hz, {link.hello.n_actuators} actuator(s)")
         elif args.replay:
-            source = ReplaySource(data.load_recording(args.replay).xyz, 10.0)
+            source = ReplaySource(data.load_recording(args.replay).xyz, 10.0,
+                                  realtime=args.realtime)
         else:
-            source = SyntheticSource(seed=seed)
+            source = SyntheticSource(seed=seed, realtime=args.realtime)
     except (TimeoutError, OSError) as exc:
         if link is not None:
             link.close()
@@ -177,14 +178,19 @@ def first_sample(source, net, say) -> None:
 
 # -- MQTT ------------------------------------------------------------------
 
-def open_mqtt(args, say):
-    """The started `MqttLink` of --mqtt (None without it)."""
+def open_mqtt(args, say, sources=()):
+    """(the started `MqttLink` of --mqtt, its sources), or (None, []) without
+    --mqtt.  `sources`: (stream name or None, channels or None) of each
+    sample topic to read, subscribed as the link connects, and acknowledged
+    by the broker before this returns, so that no sample sent after the
+    run says it is listening is missed."""
     if not args.mqtt:
-        return None
+        return None, []
     from ..adapters import mqtt
     try:
         link = mqtt.MqttLink(args.mqtt, ca_file=args.mqtt_ca,
                              credentials_file=args.mqtt_credentials)
+        made = [link.source(stream=name, channels=width) for name, width in sources]
     except (ImportError, RuntimeError) as exc:
         raise Refused(f"--mqtt: {exc}") from None
     except (ValueError, OSError) as exc:
@@ -194,9 +200,16 @@ def open_mqtt(args, say):
     except ConnectionError as exc:
         link.close()
         raise Refused(f"--mqtt {args.mqtt}: {exc}", 1) from None
+    deadline = time.monotonic() + 10.0
+    while not all(src.subscribed for src in made) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for src in made:
+        if not src.subscribed:
+            say(f"rtrl-edge run: the broker has not acknowledged the subscription to "
+                f"{src.topic} ({src.last_error or 'no answer within 10 s'}); going on")
     say(f"rtrl-edge run: MQTT connected to {link.url.host}:{link.url.port}, topics under "
         f"{link.url.prefix}/")
-    return link
+    return link, made
 
 
 def forecast_publisher(link, loop, stream: Optional[str] = None):

@@ -38,6 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                           "(with --streams, each stream from PREFIX/NAME/sample)")
     run.add_argument("--baud", type=positive_int, default=115200,
                      help="baud rate of a real port (default: %(default)s)")
+    run.add_argument("--realtime", action="store_true",
+                     help="pace --replay (10 Hz) or --synthetic (100 Hz) at its own rate, as "
+                          "the live sensor would deliver it (default: as fast as possible)")
     net = run.add_argument_group(
         "MQTT", "publish forecasts and status to a broker (needs pip install "
                 "'rtrl-edge[mqtt]'), and with --source mqtt read samples from it")
@@ -183,6 +186,8 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
             return fail(f"{flag} goes with --mqtt")
     if args.channels is not None and args.source != "mqtt":
         return fail("--channels is for --source mqtt; the other sources know their channels")
+    if args.realtime and not (args.replay or args.synthetic):
+        return fail("--realtime paces --replay or --synthetic; a live source has its own pace")
     many = bool(args.streams or args.split_channels)
     outputs = (("--summary-json", args.summary_json), ("--plot", args.plot)) + (
         () if many else (("--checkpoint", args.checkpoint),))
@@ -204,7 +209,7 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
         net, extra = open_checkpoint(args, args.checkpoint, key, say)
         settings = settings_for(args, net, extra)
         link, source = open_source(args, say, settings["seed"])
-        mqtt = open_mqtt(args, say) if args.source != "mqtt" else link
+        mqtt = open_mqtt(args, say)[0] if args.source != "mqtt" else link
         if args.source == "mqtt":
             link = None                   # not a board: nothing to command
             first_sample(source, net, say)

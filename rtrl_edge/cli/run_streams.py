@@ -43,11 +43,12 @@ def main(args, out, say, fail, key) -> int:
     link = mqtt = None
     try:
         if own_topics:
-            mqtt = open_mqtt(args, say)
-            shared = None
+            mqtt, made = open_mqtt(args, say, [(spec["name"], _own_width(spec))
+                                               for spec in specs])
+            shared = dict(zip((spec["name"] for spec in specs), made))
         else:
             link, shared = open_source(args, say, args.seed or 0)
-            mqtt = link if args.source == "mqtt" else open_mqtt(args, say)
+            mqtt = link if args.source == "mqtt" else open_mqtt(args, say)[0]
             if args.source == "mqtt":
                 link = None
                 first_sample(shared, None, say)
@@ -84,6 +85,11 @@ def _check_folder(path: str):
     return None
 
 
+def _own_width(spec) -> int:
+    """Values per sample of a stream with a topic of its own."""
+    return spec.get("channels") or (max(spec["inputs"]) + 1 if "inputs" in spec else 1)
+
+
 def _build_loops(args, specs, shared, mqtt, key, say):
     """One `OnlineLoop` per stream, each from its checkpoint or new."""
     from ..loop import OnlineLoop
@@ -98,12 +104,8 @@ def _build_loops(args, specs, shared, mqtt, key, say):
         path = os.path.join(args.checkpoint, name + ".npz") if args.checkpoint else None
         net, extra = open_checkpoint(ns, path, key, say)
         settings = settings_for(ns, net, extra)
-        if shared is None:       # a topic of its own: its samples are its channels
-            width = spec.get("channels") or (max(spec["inputs"]) + 1 if "inputs" in spec
-                                             else 1)
-            source = mqtt.source(stream=name, channels=width)
-        else:
-            source = shared
+        # a topic of its own (a dict of them), or the source all streams share
+        source = shared[name] if isinstance(shared, dict) else shared
         inputs = spec.get("inputs") or list(range(source.channels))
         if max(inputs) >= source.channels:
             raise Refused(f"stream {name!r} reads channel {max(inputs)}; the source has "
@@ -119,7 +121,7 @@ def _build_loops(args, specs, shared, mqtt, key, say):
                           checkpoint_key=key)
         if mqtt is not None:
             loop.on_forecast = forecast_publisher(mqtt, loop, stream=name)
-        if extra is not None and "loop_source_position" in extra and shared is not None:
+        if extra is not None and "loop_source_position" in extra and hasattr(source, "seek"):
             positions.add(int(extra["loop_source_position"].reshape(-1)[0]))
         restore(loop, extra, ns, say, what=f"stream {name}: ")
         loops[name] = loop
