@@ -44,6 +44,7 @@ BENCHMARKS = (
     ("bench_apps", ["--quick"], [], "the applications beside PyTorch, scikit-learn, gzip/xz"),
     ("bench_init", ["--quick"], [], "the weight initialisations compared (full: ~35 min)"),
     ("bench_control", ["--quick"], [], "delay compensation on MuJoCo robot simulators"),
+    ("bench_streams", ["--quick"], [], "many streams in one process: throughput and latency"),
     ("pi_estimate", [], [], "Raspberry Pi 4/5 estimate from FLOP and byte counts"),
 )
 NAMES = tuple(b[0] for b in BENCHMARKS)
