@@ -151,6 +151,24 @@ def test_source_mqtt_learns_rejects_malformed_and_resumes(broker, peers, tmp_pat
     assert json.loads(summary.read_text())["samples"] == 250
 
 
+def test_channels_fix_the_width_beforehand(broker, peers, tmp_path):
+    summary = tmp_path / "s.json"
+    proc = start(tmp_path, "--source", "mqtt", "--channels", "2", "--mqtt", broker.url("w"),
+                 *SMALL, "--horizon", "1", "--summary-json", str(summary))
+    lines = read_until(proc, "MQTT connected")
+    pub = peers(broker.port, "w/forecast")
+    pub.publish("w/sample", json.dumps([1.0, 2.0, 3.0]))         # three: rejected
+    for i in range(10):
+        pub.publish("w/sample", json.dumps({"values": [i, 1.0], "t": 100.0 + i}))
+    last = pub.next("w/forecast", lambda f: f["sample"] == 10, timeout=15)[0]
+    assert last["t"] == 109.0                 # the sample's own time travels with its forecast
+    code, out = stop(proc)
+    assert code == 0, out
+    assert not any("waiting for the first sample" in line for line in lines + [out])
+    s = json.loads(summary.read_text())
+    assert s["samples"] == 10 and s["source"]["malformed"] == 1
+
+
 def test_split_channels_publish_per_stream(broker, peers, tmp_path):
     watch = [peers(broker.port, f"b/ch{c}/forecast") for c in range(3)]
     code, out = run_inproc("--replay", RECORDING, *SMALL, "--split-channels", "--max-steps",

@@ -138,12 +138,17 @@ def restore(loop, extra, args, say, what: str = "") -> None:
 
 # -- sources -----------------------------------------------------------------
 
-def open_source(args, say, seed):
-    """(board link or MQTT link or None, source) as the flags ask."""
+def open_source(args, say, seed, net=None):
+    """(board link or MQTT link or None, source) as the flags ask.  An MQTT
+    source's width is --channels, else that of the checkpoint's model `net`,
+    else the first well-formed sample's (`first_sample`)."""
     from .. import data
     from ..adapters import ReplaySource, SerialSource, SyntheticSource
     if args.source == "mqtt":
-        link, (source,) = open_mqtt(args, say, [(None, args.channels)])
+        width = args.channels
+        if width is None and net is not None:
+            width = net.n_state if isinstance(net, DelayCompensator) else net.n_in
+        link, (source,) = open_mqtt(args, say, [(None, width)])
         return link, source
     link = None
     try:
@@ -165,11 +170,9 @@ def open_source(args, say, seed):
     return link, source
 
 
-def first_sample(source, net, say) -> None:
-    """An MQTT source learns its width from the first well-formed sample,
-    unless --channels or a resumed checkpoint gives it."""
-    if source.channels is None and net is not None:
-        source.channels = net.n_state if isinstance(net, DelayCompensator) else net.n_in
+def first_sample(source, say) -> None:
+    """Wait for the first well-formed sample of an MQTT source whose width
+    is not known yet: it fixes the width."""
     if source.channels is None:
         say(f"rtrl-edge run: waiting for the first sample on {source.topic} ...")
         source.wait_for_first()

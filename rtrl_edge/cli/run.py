@@ -208,11 +208,11 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
     try:
         net, extra = open_checkpoint(args, args.checkpoint, key, say)
         settings = settings_for(args, net, extra)
-        link, source = open_source(args, say, settings["seed"])
+        link, source = open_source(args, say, settings["seed"], net)
         mqtt = open_mqtt(args, say)[0] if args.source != "mqtt" else link
         if args.source == "mqtt":
             link = None                   # not a board: nothing to command
-            first_sample(source, net, say)
+            first_sample(source, say)
         return _run(args, out, say, fail, source, link, net, extra, settings, key, mqtt)
     except Refused as exc:
         return fail(str(exc), exc.code)

@@ -51,7 +51,7 @@ def main(args, out, say, fail, key) -> int:
             mqtt = link if args.source == "mqtt" else open_mqtt(args, say)[0]
             if args.source == "mqtt":
                 link = None
-                first_sample(shared, None, say)
+                first_sample(shared, say)
             if specs is None:
                 specs = [{"name": f"ch{c}", "inputs": [c]} for c in range(shared.channels)]
         if link is not None and link.hello.n_actuators > 0:
