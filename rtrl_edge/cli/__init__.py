@@ -12,6 +12,9 @@ This module only parses and dispatches; each sub-command is a module:
                              checkpoint; on a serial port, a shipped recording
                              or a synthetic signal.
   sim-board  (sim_board.py)  the real firmware in the AVR simulator, on a pty.
+  tune       (tune.py)       the learner, size and learning rate that forecast
+                             the user's recordings best within the budgets,
+                             on every core or a Dask cluster.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from . import demo, plan, run, sim_board
+from . import demo, plan, run, sim_board, tune
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtrl-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (demo, plan, run, sim_board):
+    for command in (demo, plan, run, sim_board, tune):
         command.add_parser(sub)
     return parser
 
