@@ -68,6 +68,12 @@ timed call by call with ``time.perf_counter_ns`` on the longest session.
     python benchmarks/bench_extmarker.py --methods auto ridge lms last --modes causal \
         --carry-over                                  # about 10 minutes
 
+The accuracy runs go to ``rtrl_edge.tuning``'s executors: ``--jobs N``
+local worker processes (default: every core), or with ``--scheduler
+tcp://HOST:PORT`` the workers of a Dask cluster (``pip install
+".[dask]"``), which must see this folder and the data at the same paths (the
+same machine, or a shared file system).  The results do not depend on which.
+
 ``--methods`` and ``--modes`` run a subset (short names: auto, last, lms,
 linreg); ``--carry-over`` then keeps, from the results JSON already written,
 the rows this run does not produce -- if that run covered the same sessions,
@@ -86,7 +92,6 @@ import bench_step as common  # noqa: E402  (before numpy: it pins BLAS threads)
 import argparse  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
-import multiprocessing  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 
@@ -240,24 +245,20 @@ def run_task(task):
     return task, m
 
 
-def run_tasks(tasks, jobs, what, t0):
-    """Run tasks (in a pool of `jobs` forked workers if jobs > 1), with
-    progress on stderr; returns {task: metrics}."""
-    out = {}
+def run_tasks(tasks, ex, what, t0):
+    """Run tasks on `ex`, an executor of ``rtrl_edge.tuning`` (this process,
+    local worker processes or a Dask cluster), with progress on stderr;
+    returns {task: metrics}, in task order."""
     step = max(1, len(tasks) // 20)
-    if jobs > 1:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(jobs) as pool:
-            for i, (task, m) in enumerate(pool.imap_unordered(run_task, tasks, chunksize=4)):
-                out[task] = m
-                if (i + 1) % step == 0:
-                    _progress(what, i + 1, len(tasks), t0)
-    else:
-        for i, task in enumerate(tasks):
-            out[task] = run_task(task)[1]
-            if (i + 1) % step == 0:
-                _progress(what, i + 1, len(tasks), t0)
-    return out
+
+    def progress(done, total):
+        if done % step == 0:
+            _progress(what, done, total, t0)
+    from rtrl_edge.tuning import ByName, DaskExecutor
+    # Dask workers import this file from HERE; local workers are forked from this process
+    fn = ByName("bench_extmarker", "run_task", (HERE,)) if isinstance(ex, DaskExecutor) \
+        else run_task
+    return dict(ex.map(fn, tasks, progress=progress))
 
 
 def _progress(what, done, total, t0):
@@ -273,7 +274,7 @@ def _freeze(cfg):
 # the benchmark
 # --------------------------------------------------------------------------
 
-def select(methods, modes, names, horizons, grids, seeds, jobs, t0):
+def select(methods, modes, names, horizons, grids, seeds, ex, t0):
     """Validation: the configuration of least mean validation nRMSE per
     (method, mode, session, horizon).  Returns the choices and the validation
     scores of every configuration."""
@@ -285,7 +286,7 @@ def select(methods, modes, names, horizons, grids, seeds, jobs, t0):
             run_seeds = seeds if method in LEARNERS else (0,)
             for name, h, seed in itertools.product(names, horizons, run_seeds):
                 tasks.append((method, mode, _freeze(cfg), name, h, seed, "valid"))
-    results = run_tasks(tasks, jobs, "validation", t0)
+    results = run_tasks(tasks, ex, "validation", t0)
     scores = defaultdict(lambda: defaultdict(list))
     for task, m in results.items():
         method, mode, cfg, name, h, seed, _ = task
@@ -309,14 +310,14 @@ def _at_edge(cfg, grid):
     return [k for k, v in cfg.items() if len(grid[k]) > 2 and v in (min(grid[k]), max(grid[k]))]
 
 
-def evaluate(chosen, seeds, jobs, t0):
+def evaluate(chosen, seeds, ex, t0):
     """Test scores of every chosen configuration over the test seeds."""
     tasks = []
     for (method, mode, name, h), c in chosen.items():
         run_seeds = seeds if method in SEEDED else (0,)
         for seed in run_seeds:
             tasks.append((method, mode, _freeze(c["config"]), name, h, seed, "test"))
-    raw = run_tasks(tasks, jobs, "test", t0)
+    raw = run_tasks(tasks, ex, "test", t0)
     per = defaultdict(list)
     for task, m in raw.items():
         method, mode, cfg, name, h, seed, _ = task
@@ -821,6 +822,11 @@ def main(argv=None):
                         "report, with the command and date that produced them)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes for the accuracy runs (default: all cores)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the accuracy runs on this Dask scheduler's workers instead "
+                        "(pip install 'rtrl-edge[dask]'); they must see this folder and "
+                        "the data at the same paths (the same machine, or a shared file "
+                        "system)")
     p.add_argument("--timing-steps", type=int, default=2000,
                    help="calls timed per chosen configuration (default 2000)")
     p.add_argument("--no-write", action="store_true",
@@ -846,12 +852,21 @@ def main(argv=None):
                           args.quick) if args.carry_over else None)
     env = common.environment(rtrl_edge)
     t0 = time.perf_counter()
-    chosen, scores = select(methods, modes, names, horizons, grids, seeds["valid"], args.jobs, t0)
-    grid_us = {}
-    if "non-causal" in modes:
-        grid_us = time_grid(methods, grids["non-causal"], args.timing_steps, t0)
-        chosen.update(select_within_budget(scores, grid_us, methods, names, horizons))
-    test = evaluate(chosen, seeds["test"], args.jobs, t0)
+    from rtrl_edge.tuning import SchedulerError, executor
+    try:
+        ex = executor(args.jobs, args.scheduler)
+    except ValueError as exc:
+        p.error(f"--scheduler: {exc}")
+    except (ImportError, SchedulerError) as exc:
+        p.error(str(exc))
+    with ex:             # local workers exist only inside each map: timing runs alone
+        chosen, scores = select(methods, modes, names, horizons, grids, seeds["valid"], ex,
+                                t0)
+        grid_us = {}
+        if "non-causal" in modes:
+            grid_us = time_grid(methods, grids["non-causal"], args.timing_steps, t0)
+            chosen.update(select_within_budget(scores, grid_us, methods, names, horizons))
+        test = evaluate(chosen, seeds["test"], ex, t0)
     timing = time_configs(chosen, methods, modes + (BUDGET,), args.timing_steps, t0)
     elapsed = time.perf_counter() - t0
     given = list(argv) if argv is not None else sys.argv[1:]
