@@ -68,7 +68,7 @@ timed call by call with ``time.perf_counter_ns`` on the longest session.
     python benchmarks/bench_extmarker.py --methods auto ridge lms last --modes causal \
         --carry-over                                  # about 10 minutes
 
-The accuracy runs go to ``rtrl_edge.tuning``'s executors: ``--jobs N``
+The accuracy runs go to ``rtrl_edge.executors``: ``--jobs N``
 local worker processes (default: every core), or with ``--scheduler
 tcp://HOST:PORT`` the workers of a Dask cluster (``pip install
 ".[dask]"``), which must see this folder and the data at the same paths (the
@@ -246,7 +246,7 @@ def run_task(task):
 
 
 def run_tasks(tasks, ex, what, t0):
-    """Run tasks on `ex`, an executor of ``rtrl_edge.tuning`` (this process,
+    """Run tasks on `ex`, an executor of ``rtrl_edge.executors`` (this process,
     local worker processes or a Dask cluster), with progress on stderr;
     returns {task: metrics}, in task order."""
     step = max(1, len(tasks) // 20)
@@ -254,7 +254,7 @@ def run_tasks(tasks, ex, what, t0):
     def progress(done, total):
         if done % step == 0:
             _progress(what, done, total, t0)
-    from rtrl_edge.tuning import ByName, DaskExecutor
+    from rtrl_edge.executors import ByName, DaskExecutor
     # Dask workers import this file from HERE; local workers are forked from this process
     fn = ByName("bench_extmarker", "run_task", (HERE,)) if isinstance(ex, DaskExecutor) \
         else run_task
@@ -852,7 +852,7 @@ def main(argv=None):
                           args.quick) if args.carry_over else None)
     env = common.environment(rtrl_edge)
     t0 = time.perf_counter()
-    from rtrl_edge.tuning import SchedulerError, executor
+    from rtrl_edge.executors import SchedulerError, executor
     try:
         ex = executor(args.jobs, args.scheduler)
     except ValueError as exc:

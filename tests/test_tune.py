@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import rtrl_edge
-from rtrl_edge import Forecaster, OnlineRNN, cli, data, tuning
+from rtrl_edge import Forecaster, OnlineRNN, cli, data, executors, tuning
 from rtrl_edge.cli import _preflight
 from rtrl_edge.cli import tune as tune_cli
 
@@ -344,7 +344,7 @@ def test_the_command_on_dask_writes_the_local_results(tmp_path, short, dask_clus
 
 def test_an_unreachable_scheduler_fails_in_one_line(monkeypatch, capsys):
     pytest.importorskip("distributed")
-    monkeypatch.setattr(tuning, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"
     code, text = tune(NAMES[0], "--horizon", "5", "--scheduler", address)
     err = capsys.readouterr().err
@@ -354,7 +354,7 @@ def test_an_unreachable_scheduler_fails_in_one_line(monkeypatch, capsys):
 
 
 def test_a_scheduler_without_workers_fails_in_one_line(monkeypatch, capsys, lonely_scheduler):
-    monkeypatch.setattr(tuning, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1.0)
     code, _ = tune(NAMES[0], "--horizon", "5", "--scheduler", lonely_scheduler)
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"rtrl-edge tune: cannot use the Dask scheduler at "
