@@ -20,6 +20,7 @@ import rtrl_edge
 from rtrl_edge import Forecaster, OnlineRNN, cli, data, executors, tuning
 from rtrl_edge.cli import _preflight
 from rtrl_edge.cli import tune as tune_cli
+from support import launcher_dir, readme_block
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = data.list_recordings()
@@ -480,10 +481,24 @@ def test_a_failure_after_the_run_is_one_line(tmp_path, capsys, short, monkeypatc
     assert all(c["diverged"] and c["score"] is None for c in s["candidates"])
 
 
-def test_the_readme_commands_parse():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        commands = re.findall(r"^(rtrl-edge tune .*?)(?:\s+#.*)?$", f.read(), re.M)
-    assert len(commands) >= 2 and any("--scheduler" in c for c in commands)
-    for command in commands:
-        args = cli.build_parser().parse_args(command.split()[1:])
-        assert args.func is tune_cli.main and args.recordings[0] in NAMES
+def test_the_readme_commands_run_as_written(tmp_path):
+    """Both README blocks through bash, as written; the Dask block on a free
+    port instead of 8786, its scheduler and workers ended afterwards."""
+    pytest.importorskip("distributed")
+    env = dict(os.environ, PATH=os.pathsep.join(
+        [launcher_dir(tmp_path), os.path.dirname(sys.executable), os.environ["PATH"]]))
+    local = readme_block("### Tuning for your recordings", 0)
+    done = subprocess.run(["bash", "-e", "-c", local], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    chosen = json.loads((tmp_path / "tune.json").read_text())["chosen"]
+    assert "pass to rtrl-edge run: --learner" in done.stdout and chosen is not None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cluster = readme_block("### Tuning for your recordings", 1).replace("8786", port)
+    script = f"set -e\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{cluster}"
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"pass to rtrl-edge run: --learner {chosen['learner']}" in done.stdout
