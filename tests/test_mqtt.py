@@ -521,3 +521,30 @@ def test_mqtts_refusals(tls_broker, mqtt, tmp_path, case):
         assert "closed the connection before accepting it" in msg and "mqtts://" in msg
     assert not link.connected
     link.close()
+
+
+def test_run_over_mqtts_with_the_cli_flags(tls_broker, peers, tmp_path):
+    """`rtrl-edge run --mqtt mqtts://... --mqtt-ca CA --mqtt-credentials FILE`:
+    forecasts arrive; with the wrong password the run stops at the start, in
+    one line, exit 1, having written nothing."""
+    import io
+    from rtrl_edge import cli, data
+    broker, ca, _, user = tls_broker
+    cred = tmp_path / "cred"
+    cred.write_text(f"{user[0]}:{user[1]}\n")
+    cred.chmod(0o600)
+    obs = peers(broker.port, "site/pi/forecast", ca=ca, user=user)
+    argv = ["run", "--replay", data.list_recordings()[0], "--learner", "rtrl", "--hidden",
+            "4", "--max-steps", "50", "--mqtt", f"mqtts://127.0.0.1:{broker.port}/site/pi",
+            "--mqtt-ca", str(ca), "--mqtt-credentials", str(cred)]
+    out = io.StringIO()
+    assert cli.run.main(cli.build_parser().parse_args(argv), out=out) == 0, out.getvalue()
+    assert [obs.next("site/pi/forecast")[0]["sample"] for _ in range(50)] == list(range(1, 51))
+    cred.write_text(f"{user[0]}:wrong\n")
+    out = io.StringIO()
+    assert cli.run.main(cli.build_parser().parse_args(argv + ["--summary-json",
+                                                              str(tmp_path / "s.json")]),
+                        out=out) == 1
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "not authorised" in lines[0] and "wrong" not in lines[0], lines
+    assert not (tmp_path / "s.json").exists()
