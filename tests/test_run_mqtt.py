@@ -42,10 +42,27 @@ def drain(peer, topic, timeout=2.0):
             return got
 
 
+_STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A run a failed test left running is killed (it would otherwise keep
+    reconnecting to a broker that is gone, as a service should)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 def start(tmp_path, *argv):
     env = dict(os.environ, PATH=launcher_dir(tmp_path) + os.pathsep + os.environ["PATH"])
-    return subprocess.Popen(["rtrl-edge", "run", *argv], cwd=tmp_path, env=env, text=True,
+    proc = subprocess.Popen(["rtrl-edge", "run", *argv], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
+    return proc
 
 
 def read_until(proc, pattern, timeout=30):
@@ -235,6 +252,7 @@ def test_the_readme_commands_run_as_written(broker, peers, tmp_path):
     env = dict(os.environ, PATH=launcher_dir(tmp_path) + os.pathsep + os.environ["PATH"])
     watch = subprocess.Popen(shlex.split(sub) + ["-C", "5"], cwd=tmp_path, env=env, text=True,
                              stdout=subprocess.PIPE)
+    _STARTED.append(watch)
     # mosquitto_sub has subscribed when the broker logs its SUBSCRIBE
     assert wait_for(lambda: "home/#" in broker.log.read_text(), 10), broker.log.read_text()
     done = subprocess.run(["bash", "-c", replay], cwd=tmp_path, env=env, text=True,
@@ -245,6 +263,7 @@ def test_the_readme_commands_run_as_written(broker, peers, tmp_path):
     forecasts = peers(broker.port, "home/kitchen/forecast")
     proc = subprocess.Popen(["bash", "-c", "exec " + live], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
     read_until(proc, "waiting for the first sample")
     for _ in range(5):
         assert subprocess.run(["bash", "-c", pub], env=env, timeout=10).returncode == 0
