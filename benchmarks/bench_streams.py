@@ -243,10 +243,11 @@ def write_plot(rows):
         if not mine:
             continue
         n = [r["streams"] for r in mine]
-        a.plot(n, [r["samples_per_cpu_s"] for r in mine], "o-", label=name)
-        b.plot(n, [r["row_median_us"] / 1e3 for r in mine], "o-", label=f"{name} median")
-        b.plot(n, [r["row_p99_us"] / 1e3 for r in mine], "x--", alpha=0.6,
-               label=f"{name} p99")
+        (line,) = a.plot(n, [r["samples_per_cpu_s"] for r in mine], "o-", label=name)
+        b.plot(n, [r["row_median_us"] / 1e3 for r in mine], "o-", color=line.get_color(),
+               label=f"{name} median")
+        b.plot(n, [r["row_p99_us"] / 1e3 for r in mine], "x--", color=line.get_color(),
+               alpha=0.5, label=f"{name} p99")
     a.set(xscale="log", yscale="log", xlabel="streams in one process",
           ylabel="samples/s per core")
     b.set(xscale="log", yscale="log", xlabel="streams in one process",
