@@ -127,3 +127,8 @@ def plot_confusion(counts, title: str, ylabel: str, path: str, say, name: str) -
         plt.close(fig)
     say(f"  plot: {path}")
     return 0
+
+
+def num(value, spec: str = ".4g") -> str:
+    """A number, or 'n/a' where there is none yet (None, or NaN: nothing scored)."""
+    return "n/a" if value is None or value != value else format(value, spec)

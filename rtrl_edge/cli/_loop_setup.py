@@ -282,3 +282,23 @@ def finish(args, summary, mqtt, say) -> int:
             say(f"rtrl-edge run: --summary-json {args.summary_json}: {exc.strerror or exc}")
             return 1
     return 0
+
+
+def serve(runner, args, out, mqtt, line) -> dict:
+    """Run `runner` (an OnlineLoop or a MultiLoop) to its end: SIGINT and
+    SIGTERM ask it to stop after the current sample (it then checkpoints),
+    progress goes to a terminal and status to MQTT (`reporter`); returns its
+    summary."""
+    import signal
+    handlers = {sig: signal.signal(sig, lambda signum, frame: runner.stop())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    progress, every = reporter(args, out, mqtt, line)
+    try:
+        summary = runner.run(max_steps=args.max_steps, progress=progress, progress_every=every)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if progress is not None and progress.live:
+        print(file=out)
+    return summary
+

@@ -9,10 +9,10 @@ import numpy as np
 
 from .. import data
 from ..model import CELLS, LEARNERS, OPTIMIZERS
-from ._common import non_negative_int, positive_float, positive_int
+from ._common import non_negative_int, num as _num, positive_float, positive_int
 from ._loop_setup import (Refused, build_forecaster, finish, first_sample,
                           forecast_publisher, open_checkpoint, open_mqtt, open_source,
-                          reporter, restore, settings_for)
+                          restore, serve, settings_for)
 from ._preflight import DEFAULTS, check_output_path
 
 
@@ -224,7 +224,6 @@ def main(args: argparse.Namespace, out=sys.stdout) -> int:
 
 
 def _run(args, out, say, fail, source, link, net, extra, settings, key, mqtt) -> int:
-    import signal
     from ..loop import OnlineLoop, PIController
 
     channels, target = source.channels, settings["target"]
@@ -264,16 +263,7 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key, mqtt) ->
         controller.loop = loop
 
     start = loop.counters["samples"]
-    handlers = {sig: signal.signal(sig, lambda signum, frame: loop.stop())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    progress, every = reporter(args, out, mqtt, _progress_line)
-    try:
-        summary = loop.run(max_steps=args.max_steps, progress=progress, progress_every=every)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if progress is not None and progress.live:
-        print(file=out)
+    summary = serve(loop, args, out, mqtt, _progress_line)
     _print_summary(summary, say)
     if summary["samples"] == start and getattr(source, "exhausted", False):
         say("  nothing left to do: the checkpoint had already learnt the whole recording")
@@ -314,11 +304,6 @@ class _on_measurement:
     def __call__(self, forecast, t):
         y = self.loop._last[self.loop.counters["samples"] % self.loop.fc.horizon][0]
         return self.controller(float(y), t)
-
-
-def _num(value, spec: str = ".4g") -> str:
-    """A number, or 'n/a' where there is none yet (NaN: nothing scored)."""
-    return "n/a" if value is None or value != value else format(value, spec)
 
 
 def _print_summary(s: dict, say) -> None:

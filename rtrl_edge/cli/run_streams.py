@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 
 from ..streams import MODEL_KEYS, MultiLoop, load_config
+from ._common import num as _num
 from ._loop_setup import (Refused, build_forecaster, finish, first_sample,
                           forecast_publisher, open_checkpoint, open_mqtt, open_source,
-                          reporter, restore, settings_for)
+                          restore, serve, settings_for)
 
 
 def main(args, out, say, fail, key) -> int:
@@ -135,16 +135,7 @@ def _build_loops(args, specs, shared, mqtt, key, say):
 def _serve(args, out, say, loops, mqtt) -> int:
     multi = MultiLoop(loops)
     say(f"rtrl-edge run: {len(loops)} streams, {multi.memory_bytes:,} bytes of models")
-    handlers = {sig: signal.signal(sig, lambda signum, frame: multi.stop())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    progress, every = reporter(args, out, mqtt, _progress_line)
-    try:
-        summary = multi.run(max_steps=args.max_steps, progress=progress, progress_every=every)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if progress is not None and progress.live:
-        print(file=out)
+    summary = serve(multi, args, out, mqtt, _progress_line)
     _print_summary(summary, say)
     code = finish(args, summary, mqtt, say)
     failed = [name for name, loop in loops.items() if loop.last_checkpoint_error]
@@ -152,10 +143,6 @@ def _serve(args, out, say, loops, mqtt) -> int:
         say(f"rtrl-edge run: the last checkpoint of {', '.join(failed)} could not be written")
         code = 1
     return code
-
-
-def _num(v, spec=".4g"):
-    return "n/a" if v is None or v != v else format(v, spec)
 
 
 def _progress_line(s) -> str:
