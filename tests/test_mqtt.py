@@ -24,12 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rtrl_edge
+
 from rtrl_edge.adapters.mqtt import (EXPECTED, INSTALL, MAX_SAMPLE_BYTES, MqttUrl, parse_sample,
                                      parse_url, read_credentials)
 from mqtt_broker import MOSQUITTO_PASSWD, Broker
 from support import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+# a child process imports the rtrl_edge under test (installed or built in
+# place), never the uncompiled sources of the folder it starts in
+CHILD_ENV = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(rtrl_edge.__file__)))
 FAST = dict(min_backoff=0.1, max_backoff=0.5, connect_timeout=3.0)
 
 
@@ -148,16 +152,15 @@ def test_parse_sample_rejects(payload, why):
         parse_sample(payload, 2)
 
 
-def test_imports_without_paho():
+def test_imports_without_paho(tmp_path):
     """The module imports without paho; making a link says how to install it."""
     code = ("import sys; sys.modules['paho'] = None\n"
             "from rtrl_edge.adapters import mqtt\n"
             "mqtt.parse_url('mqtt://h/p')\n"
             "try:\n    mqtt.MqttLink('mqtt://h/p')\n"
             "except ImportError as exc:\n    print(exc)\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=CHILD_ENV, cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert INSTALL in out.stdout and "paho-mqtt >= 2" in out.stdout
 
@@ -234,13 +237,12 @@ def test_context_manager_reports_the_error(broker, mqtt, peers):
     assert doc["reason"] == "error: KeyError"
 
 
-def test_last_will_when_the_process_dies(broker, peers):
+def test_last_will_when_the_process_dies(broker, peers, tmp_path):
     obs = peers(broker.port, "lw/status")
     code = ("import time\nfrom rtrl_edge.adapters.mqtt import MqttLink\n"
             f"link = MqttLink({broker.url('lw')!r}, client_id='doomed')\n"
             "link.start()\nlink.publish_status({'step': 1})\ntime.sleep(60)\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=CHILD_ENV, cwd=tmp_path)
     try:
         obs.next("lw/status", lambda d: d.get("step") == 1, timeout=20)
         proc.kill()                                  # SIGKILL: no DISCONNECT is sent

@@ -110,12 +110,15 @@ def test_execstart_starts_afresh_then_continues_its_checkpoint(tmp_path):
     argv = expand(exec_start, env, str(state))
     assert argv[0] == INSTALLED
     argv[0] = launcher(tmp_path)
-    first = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ENV)
+    # run from the state folder, as systemd would from /: never the source tree
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ENV,
+                           cwd=state)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "starting afresh" in first.stdout and os.path.exists(checkpoint)
     env["RTRL_EDGE_ARGS"] = env["RTRL_EDGE_ARGS"].replace("200", "300")
     argv = [launcher(tmp_path)] + expand(exec_start, env, str(state))[1:]
-    second = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ENV)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=ENV,
+                            cwd=state)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resumed from" in second.stdout and "continuing at sample 200" in second.stdout
 
