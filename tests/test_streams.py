@@ -239,3 +239,15 @@ def test_the_readme_commands_run_as_written(tmp_path):
     assert sorted(os.listdir(tmp_path / "streams2")) == ["chest.npz", "z.npz"]
     assert done.stdout.count("summary: 3 streams") == 1
     assert done.stdout.count("summary: 2 streams") == 1
+
+
+def test_streams_refuse_a_bad_file_and_a_checkpoint_folder_without_parent(tmp_path):
+    cfg = write(tmp_path, '{"streams": [{"name": "a", "hidden": -1}]}')
+    code, out = run("--replay", RECORDING, "--streams", cfg, *SMALL)
+    assert code == 2 and out == (f"rtrl-edge run: --streams {cfg}: stream 'a': 'hidden' has "
+                                 f"the wrong type or sign: -1\n")
+    missing = tmp_path / "no" / "ck"
+    code, out = run("--replay", RECORDING, "--split-channels", *SMALL, "--checkpoint",
+                    str(missing))
+    assert code == 2 and f"the folder {tmp_path / 'no'} does not exist" in out
+    assert not (tmp_path / "no").exists()
