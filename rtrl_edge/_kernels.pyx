@@ -26,6 +26,7 @@ from rtrl_edge._diag cimport diag_forward, diag_traces
 from rtrl_edge._gru cimport gru_forward, gru_advance
 
 import os
+import time
 
 import numpy as np
 cimport numpy as cnp
@@ -587,6 +588,28 @@ def product_isa():
     portable 4-wide version), unless RTRL_EDGE_ISA says otherwise."""
     forced = os.environ.get("RTRL_EDGE_ISA", "")
     return forced if forced else rtrl_kernels_best().name.decode()
+
+
+def fma_peak(isa=None, long rounds=2000000, float a=0.9999, float b=1e-4):
+    """(flops, seconds, checksum) of the register-only multiply-add loop of
+    `isa`'s kernels ("base", "avx2", "avx512"; default: the best this CPU
+    runs): independent chains acc = acc * a + b, no memory traffic, the
+    core's peak multiply-add rate at that vector width.  `benchmarks/
+    bench_step.py` divides the n^4 term's flops per second by it.  The
+    checksum is the sum of the chains (each tends to b / (1 - a))."""
+    cdef const rtrl_kernels *k = rtrl_kernels_best() if isa is None else \
+        rtrl_kernels_named(str(isa).encode())
+    if k == NULL:
+        raise ValueError(f"instruction set {isa!r} is not available on this CPU or build")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    cdef float out
+    cdef long long t0, t1
+    t0 = time.perf_counter_ns()
+    with nogil:
+        out = k.peak(rounds, a, b)
+    t1 = time.perf_counter_ns()
+    return float(k.peak_flops) * rounds, (t1 - t0) * 1e-9, float(out)
 
 
 cdef const rtrl_kernels *choose_kernels() except NULL:

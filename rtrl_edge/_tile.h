@@ -36,6 +36,7 @@ typedef double (*rtrl_sumsq_fn)(const float *x, ptrdiff_t n, int *finite);
 typedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
                              ptrdiff_t n, float scale, float b1, float b2, float lr,
                              float eps);
+typedef float (*rtrl_peak_fn)(long iters, float a, float b);
 
 /* The kernels of one instruction set. */
 typedef struct {
@@ -46,13 +47,24 @@ typedef struct {
     rtrl_scaled_fn scaled;
     rtrl_sumsq_fn sumsq;
     rtrl_adam_fn adam;
+    rtrl_peak_fn peak;      /* the benchmark's register-only multiply-adds */
+    int peak_flops;         /* flops of one round of `peak` */
     const char *name;
 } rtrl_kernels;
 
-#define RTRL_KERNELS(SUFFIX, NAME) { \
+#define RTRL_KERNELS(SUFFIX, NAME, VL, ACC) { \
     rtrl_product_##SUFFIX, rtrl_epilogue_##SUFFIX, rtrl_matvec_##SUFFIX, \
     rtrl_scale_add_##SUFFIX, rtrl_scaled_##SUFFIX, rtrl_sumsq_##SUFFIX, \
-    rtrl_adam_##SUFFIX, NAME }
+    rtrl_adam_##SUFFIX, rtrl_peak_##SUFFIX, 2 * (VL) * (ACC), NAME }
+
+/* Chains of the peak benchmark: about three quarters of the vector registers
+ * (16 on x86 before AVX-512, 32 on aarch64 and with AVX-512), which covers
+ * two multiply-add units of latency 4 to 5 with room to spare. */
+#if defined(__aarch64__)
+#define RTRL_BASE_PEAK_ACC 24
+#else
+#define RTRL_BASE_PEAK_ACC 12
+#endif
 
 #define RTRL_VL 4
 #if defined(__aarch64__)
@@ -60,6 +72,7 @@ typedef struct {
 #else
 #define RTRL_NV 2            /* 16 SSE registers */
 #endif
+#define RTRL_PEAK_ACC RTRL_BASE_PEAK_ACC
 #define RTRL_SUFFIX base
 #define RTRL_TARGET
 #include "_tile_impl.h"
@@ -69,21 +82,24 @@ typedef struct {
 
 #define RTRL_VL 8
 #define RTRL_NV 2
+#define RTRL_PEAK_ACC 12
 #define RTRL_SUFFIX avx2
 #define RTRL_TARGET __attribute__((target("avx2,fma")))
 #include "_tile_impl.h"
 
 #define RTRL_VL 16
 #define RTRL_NV 4
+#define RTRL_PEAK_ACC 24
 #define RTRL_SUFFIX avx512
 #define RTRL_TARGET __attribute__((target("avx512f")))
 #include "_tile_impl.h"
 #endif
 
-static const rtrl_kernels rtrl_kernels_base = RTRL_KERNELS(base, "base");
+static const rtrl_kernels rtrl_kernels_base = RTRL_KERNELS(base, "base", 4,
+                                                           RTRL_BASE_PEAK_ACC);
 #ifdef RTRL_HAVE_X86_DISPATCH
-static const rtrl_kernels rtrl_kernels_avx2 = RTRL_KERNELS(avx2, "avx2");
-static const rtrl_kernels rtrl_kernels_avx512 = RTRL_KERNELS(avx512, "avx512");
+static const rtrl_kernels rtrl_kernels_avx2 = RTRL_KERNELS(avx2, "avx2", 8, 12);
+static const rtrl_kernels rtrl_kernels_avx512 = RTRL_KERNELS(avx512, "avx512", 16, 24);
 #endif
 
 /* The kernels for an instruction set named "base", "avx2" or "avx512", or

@@ -230,6 +230,30 @@ RTRL_CAT(rtrl_adam, RTRL_SUFFIX)(float *theta, float *m1, float *m2, const float
     }
 }
 
+/* The core's peak multiply-add rate at this vector width, for the benchmark
+ * that reports how close the n^4 term comes to it: RTRL_PEAK_ACC independent
+ * chains acc = acc * a + b on registers alone (enough chains to cover the
+ * multiply-add latency on every unit), `iters` rounds, no memory traffic.
+ * Flops: 2 * RTRL_VL * RTRL_PEAK_ACC * iters.  Returns the sum of the chains
+ * so that none is optimised away (each converges to b / (1 - a)). */
+RTRL_TARGET static float
+RTRL_CAT(rtrl_peak, RTRL_SUFFIX)(long iters, float a_, float b_)
+{
+    RTRL_VEC acc[RTRL_PEAK_ACC];
+    const RTRL_VEC a = (RTRL_VEC){0} + a_, b = (RTRL_VEC){0} + b_;
+    for (int i = 0; i < RTRL_PEAK_ACC; ++i)
+        acc[i] = (RTRL_VEC){0} + (float)i;
+    for (long t = 0; t < iters; ++t)
+        for (int i = 0; i < RTRL_PEAK_ACC; ++i)
+            acc[i] = acc[i] * a + b;
+    float sum = 0.0f;
+    for (int i = 0; i < RTRL_PEAK_ACC; ++i)
+        for (int k = 0; k < RTRL_VL; ++k)
+            sum += acc[i][k];
+    return sum;
+}
+
+#undef RTRL_PEAK_ACC
 #undef RTRL_EPILOGUE
 #undef RTRL_VEC
 #undef RTRL_LOAD

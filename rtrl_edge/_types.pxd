@@ -22,6 +22,7 @@ cdef extern from "_tile.h" nogil:
     ctypedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
                                   Py_ssize_t n, float scale, float b1, float b2, float lr,
                                   float eps) noexcept nogil
+    ctypedef float (*rtrl_peak_fn)(long iters, float a, float b) noexcept nogil
     ctypedef struct rtrl_kernels:
         rtrl_product_fn product     # out = W @ panel, register-blocked
         rtrl_epilogue_fn epilogue   # the fused pass after it
@@ -30,6 +31,8 @@ cdef extern from "_tile.h" nogil:
         rtrl_scaled_fn scaled       # y = a x
         rtrl_sumsq_fn sumsq         # sum x^2, all finite?
         rtrl_adam_fn adam           # Adam's element update
+        rtrl_peak_fn peak           # register-only multiply-adds (the benchmark's peak)
+        int peak_flops              # flops of one round of peak
         const char *name
     const rtrl_kernels *rtrl_kernels_named(const char *name)
     const rtrl_kernels *rtrl_kernels_best()

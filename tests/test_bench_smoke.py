@@ -40,8 +40,14 @@ def test_quick_run_reports_positive_finite_numbers(monkeypatch, capsys):
                 assert positive_finite(stats[key]), (r["n_hidden"], method, key, stats[key])
             assert stats["p99_us"] >= stats["median_us"]
         for key in ("speedup_median", "matmul_gflops", "library_sensitivity_gflops",
-                    "sens_over_matmul", "library_memory_bytes", "numpy_memory_bytes"):
+                    "sens_over_matmul", "library_memory_bytes", "numpy_memory_bytes",
+                    "peak_fraction"):
             assert positive_finite(r[key]), (r["n_hidden"], key, r[key])
+        # the step's rate over the peak measured in the same run, both GFLOP/s
+        assert r["peak_fraction"] == (r["library_sensitivity_gflops"]
+                                      / result["fma_peak_gflops"][result["environment"]
+                                                                  ["product_isa"]])
+    assert all(positive_finite(g) for g in result["fma_peak_gflops"].values())
     assert {t["status"] for t in result["targets"]} <= {"met", "missed", "not measured"}
     out = capsys.readouterr().out
     assert "| 4 |" in out and "| 8 |" in out

@@ -89,3 +89,32 @@ def test_every_learner_agrees_across_isas(monkeypatch, rng, config):
         for name, g in grads[isa].items():
             assert relative_error(g, grads["base"][name]) <= 1e-4, (isa, name)
         np.testing.assert_allclose(preds[isa], preds["base"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fma_peak_runs_the_chains_it_counts(isa):
+    """The benchmark's peak loop (`_kernels.fma_peak`): its flop count is
+    2 x lanes x chains per round, and its checksum is the sum of the chains
+    x_{t+1} = a x_t + b from x_0 = i, whose closed form is
+    c + (i - c) a^t with c = b / (1 - a) (float64; the loop runs float32,
+    hence the tolerance).  Nothing here times anything."""
+    try:
+        flops, seconds, checksum = _kernels.fma_peak(isa, 500, 0.99, 0.01)
+    except ValueError as exc:
+        assert "not available" in str(exc)
+        pytest.skip(f"{isa} kernels not available on this CPU or build")
+    per_round = flops / 500
+    lanes = {"base": 4, "avx2": 8, "avx512": 16}[isa]
+    chains = per_round / (2 * lanes)
+    assert chains == int(chains) and chains >= 8, per_round
+    c = 0.01 / (1 - 0.99)
+    expected = lanes * sum(c + (i - c) * 0.99 ** 500 for i in range(int(chains)))
+    assert checksum == pytest.approx(expected, rel=1e-4)
+    assert seconds > 0
+
+
+def test_fma_peak_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="instruction set 'sse9' is not available"):
+        _kernels.fma_peak("sse9")
+    with pytest.raises(ValueError, match="rounds must be >= 1, got 0"):
+        _kernels.fma_peak(None, 0)
