@@ -288,6 +288,7 @@ cdef inline void readout_gradient(RNN *s) noexcept nogil:
 cdef void advance(RNN *s, bint contract) noexcept nogil:
     """The learner's sensitivity update; with `contract`, also the gradient of
     the current loss for the cell's own parameters (grad[:n_core])."""
+    s.core_sumsq_known = False     # set again by a learner that sums as it writes
     if s.cell == CELL_DIAG:
         diag_traces(s, contract)
     elif s.cell == CELL_GRU:
@@ -455,7 +456,12 @@ cdef int apply_update(RNN *s) noexcept nogil:
     cdef double norm2, scale = 1.0, bc1, bc2
     cdef double lr = ldexp(s.lr, -<int>s.lr_backoff)
     cdef int finite
-    norm2 = s.simd.sumsq(s.grad, p, &finite)
+    if s.core_sumsq_known:       # the learner summed the core block as it wrote it
+        norm2 = s.core_sumsq + s.simd.sumsq(s.grad + s.n_core, p - s.n_core, &finite)
+        finite = finite and s.core_finite
+        s.core_sumsq_known = False
+    else:
+        norm2 = s.simd.sumsq(s.grad, p, &finite)
     if not finite or not isfinite(norm2):
         # the sensitivities overflowed (or the target is extreme): once, that
         # is the learner's, whose state is reset; twice within GUARD_EVERY
@@ -474,18 +480,19 @@ cdef int apply_update(RNN *s) noexcept nogil:
         s.guard_dirty = False
     if s.clip > 0 and norm2 > <double>s.clip * s.clip:
         scale = s.clip / sqrt(norm2)
+    # the step and the check of its result: one pass for sgd and momentum
     if s.optimizer == OPT_SGD:
-        s.simd.scale_add(s.theta, 1.0, s.grad, <float>(-lr * scale), p)
+        norm2 = s.simd.step_sumsq(s.theta, <float>(-lr * scale), s.grad, p, &finite)
     elif s.optimizer == OPT_MOMENTUM:
         s.simd.scale_add(s.m1, s.beta1, s.grad, <float>scale, p)
-        s.simd.scale_add(s.theta, 1.0, s.m1, <float>-lr, p)
+        norm2 = s.simd.step_sumsq(s.theta, <float>-lr, s.m1, p, &finite)
     else:  # Adam (Kingma & Ba 2015), bias-corrected step size
         s.opt_t += 1
         bc1 = 1.0 - pow(s.beta1, <double>s.opt_t)
         bc2 = 1.0 - pow(s.beta2, <double>s.opt_t)
         s.simd.adam(s.theta, s.m1, s.m2, s.grad, p, <float>scale, s.beta1, s.beta2,
                     <float>(lr * sqrt(bc2) / bc1), <float>(s.adam_eps * sqrt(bc2)))
-    norm2 = s.simd.sumsq(s.theta, p, &finite)
+        norm2 = s.simd.sumsq(s.theta, p, &finite)
     if not finite or not norm2 <= GUARD_MAX_NORM * GUARD_MAX_NORM:
         recover(s)
         return STATUS_RECOVERED

@@ -38,13 +38,23 @@ cdef void snap1_update(RNN *s, bint contract) noexcept nogil:
 
     Keeps only each unit's sensitivity to its own incoming weights: memory
     n*K, cost O(n*K).  Exact when W_rec is diagonal."""
-    cdef int n = s.n, K = s.K, k
+    cdef int n = s.n, K = s.K, k, finite
     cdef float d
+    cdef double total = 0.0
+    cdef bint all_finite = True
+    if not contract:
+        for k in range(n):
+            d = s.dphi[k]
+            s.simd.scale_add(s.P + k * K, d * s.theta[k * K + k], s.z, d, K)
+        return
+    # one pass per row: the trace, its gradient row and that row's sum of
+    # squares (the update's clip norm then needs no pass over the gradient)
     for k in range(n):
         d = s.dphi[k]
-        s.simd.scale_add(s.P + k * K, d * s.theta[k * K + k], s.z, d, K)
-        if contract:
-            s.simd.scaled(s.grad + k * K, s.c[k], s.P + k * K, K)
+        total += s.simd.trace_grad(s.P + k * K, d * s.theta[k * K + k], s.z, d, s.c[k],
+                                   s.grad + k * K, K, &finite)
+        all_finite = all_finite and finite
+    s.core_sumsq, s.core_finite, s.core_sumsq_known = total, all_finite, True
 
 
 # --------------------------------------------------------------------------

@@ -37,6 +37,10 @@ typedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
                              ptrdiff_t n, float scale, float b1, float b2, float lr,
                              float eps);
 typedef float (*rtrl_peak_fn)(long iters, float a, float b);
+typedef double (*rtrl_trace_grad_fn)(float *p, float a, const float *z, float b, float c,
+                                     float *g, ptrdiff_t n, int *finite);
+typedef double (*rtrl_step_sumsq_fn)(float *y, float a, const float *x, ptrdiff_t n,
+                                     int *finite);
 
 /* The kernels of one instruction set. */
 typedef struct {
@@ -47,6 +51,8 @@ typedef struct {
     rtrl_scaled_fn scaled;
     rtrl_sumsq_fn sumsq;
     rtrl_adam_fn adam;
+    rtrl_trace_grad_fn trace_grad;    /* a SnAp-1 row and its gradient, one pass */
+    rtrl_step_sumsq_fn step_sumsq;    /* y += a x and the check of y, one pass */
     rtrl_peak_fn peak;      /* the benchmark's register-only multiply-adds */
     int peak_flops;         /* flops of one round of `peak` */
     const char *name;
@@ -55,7 +61,8 @@ typedef struct {
 #define RTRL_KERNELS(SUFFIX, NAME, VL, ACC) { \
     rtrl_product_##SUFFIX, rtrl_epilogue_##SUFFIX, rtrl_matvec_##SUFFIX, \
     rtrl_scale_add_##SUFFIX, rtrl_scaled_##SUFFIX, rtrl_sumsq_##SUFFIX, \
-    rtrl_adam_##SUFFIX, rtrl_peak_##SUFFIX, 2 * (VL) * (ACC), NAME }
+    rtrl_adam_##SUFFIX, rtrl_trace_grad_##SUFFIX, rtrl_step_sumsq_##SUFFIX, \
+    rtrl_peak_##SUFFIX, 2 * (VL) * (ACC), NAME }
 
 /* Chains of the peak benchmark: about three quarters of the vector registers
  * (16 on x86 before AVX-512, 32 on aarch64 and with AVX-512), which covers

@@ -203,6 +203,60 @@ RTRL_CAT(rtrl_sumsq, RTRL_SUFFIX)(const float *x, ptrdiff_t n, int *finite)
     return acc;
 }
 
+/* One pass of a row trace and its gradient: p = a*p + b*z, then g = c*p;
+ * returns sum g^2 with *finite as rtrl_sumsq's (every g finite), so that the
+ * update needs no pass of its own over the gradient for the clip norm. */
+RTRL_TARGET static double
+RTRL_CAT(rtrl_trace_grad, RTRL_SUFFIX)(float *p, float a, const float *z, float b, float c,
+                                       float *g, ptrdiff_t n, int *finite)
+{
+    RTRL_VEC acc = {0}, zero = {0};
+    ptrdiff_t j = 0;
+    for (; j + RTRL_VL <= n; j += RTRL_VL) {
+        RTRL_VEC pv = a * RTRL_LOAD(p + j) + b * RTRL_LOAD(z + j);
+        RTRL_VEC gv = c * pv;
+        RTRL_STORE(p + j, pv);
+        RTRL_STORE(g + j, gv);
+        acc += gv * gv;
+        zero += gv * 0.0f;
+    }
+    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(acc);
+    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(zero);
+    for (; j < n; ++j) {
+        p[j] = a * p[j] + b * z[j];
+        g[j] = c * p[j];
+        sum += (double)g[j] * g[j];
+        zs += g[j] * 0.0f;
+    }
+    *finite = zs == 0.0f;
+    return sum;
+}
+
+/* y += a*x, and the new y's sum of squares with *finite as rtrl_sumsq's: a
+ * plain gradient step and the check of its result in one pass. */
+RTRL_TARGET static double
+RTRL_CAT(rtrl_step_sumsq, RTRL_SUFFIX)(float *y, float a, const float *x, ptrdiff_t n,
+                                       int *finite)
+{
+    RTRL_VEC acc = {0}, zero = {0};
+    ptrdiff_t j = 0;
+    for (; j + RTRL_VL <= n; j += RTRL_VL) {
+        RTRL_VEC v = RTRL_LOAD(y + j) + a * RTRL_LOAD(x + j);
+        RTRL_STORE(y + j, v);
+        acc += v * v;
+        zero += v * 0.0f;
+    }
+    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(acc);
+    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(zero);
+    for (; j < n; ++j) {
+        y[j] += a * x[j];
+        sum += (double)y[j] * y[j];
+        zs += y[j] * 0.0f;
+    }
+    *finite = zs == 0.0f;
+    return sum;
+}
+
 /* Adam's element update (Kingma & Ba 2015), g scaled by `scale`:
  * m1 = b1 m1 + (1-b1) g;  m2 = b2 m2 + (1-b2) g^2;  theta -= lr m1 / (sqrt(m2) + eps) */
 RTRL_TARGET static void

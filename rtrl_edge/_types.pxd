@@ -23,6 +23,10 @@ cdef extern from "_tile.h" nogil:
                                   Py_ssize_t n, float scale, float b1, float b2, float lr,
                                   float eps) noexcept nogil
     ctypedef float (*rtrl_peak_fn)(long iters, float a, float b) noexcept nogil
+    ctypedef double (*rtrl_trace_grad_fn)(float *p, float a, const float *z, float b, float c,
+                                          float *g, Py_ssize_t n, int *finite) noexcept nogil
+    ctypedef double (*rtrl_step_sumsq_fn)(float *y, float a, const float *x, Py_ssize_t n,
+                                          int *finite) noexcept nogil
     ctypedef struct rtrl_kernels:
         rtrl_product_fn product     # out = W @ panel, register-blocked
         rtrl_epilogue_fn epilogue   # the fused pass after it
@@ -31,6 +35,8 @@ cdef extern from "_tile.h" nogil:
         rtrl_scaled_fn scaled       # y = a x
         rtrl_sumsq_fn sumsq         # sum x^2, all finite?
         rtrl_adam_fn adam           # Adam's element update
+        rtrl_trace_grad_fn trace_grad   # p = a p + b z; g = c p; sum g^2, one pass
+        rtrl_step_sumsq_fn step_sumsq   # y += a x; sum y^2, one pass
         rtrl_peak_fn peak           # register-only multiply-adds (the benchmark's peak)
         int peak_flops              # flops of one round of peak
         const char *name
@@ -127,6 +133,11 @@ ctypedef struct RNN:
                           # GRU:   [W_ih (3n x m) | W_hh (3n x n) | b_ih (3n) | b_hh (3n)
                           #         | W_out | b_out]
     float *grad
+    # sum of squares of grad[:n_core] when the learner computed it while
+    # writing it (SnAp-1), so that the update skips that pass; used once
+    double core_sumsq
+    bint core_sumsq_known
+    bint core_finite
     float *good           # the last good parameters (divergence guard)
     float *m1             # first moment / momentum (NULL for sgd)
     float *m2             # second moment (Adam only)

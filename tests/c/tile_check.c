@@ -146,6 +146,37 @@ static void check_primitives(const rtrl_kernels *k, int n)
         expect(k, "sumsq sees nan", finite, 0, 0);
         x[n - 1] = keep;
     }
+    /* the fused passes against the separate ones, in double */
+    float *g = malloc(sizeof(float) * (n + 1));
+    for (int j = 0; j < n; ++j) y[j] = y0[j];
+    double gs = k->trace_grad(y, 0.5f, x, -2.0f, 3.0f, g, n, &finite), gref = 0.0;
+    for (int j = 0; j < n; ++j) {
+        double pj = 0.5 * y0[j] - 2.0 * x[j];
+        expect(k, "trace_grad p", y[j], pj, 1e-6);
+        expect(k, "trace_grad g", g[j], 3.0 * pj, 1e-5);
+        gref += 9.0 * pj * pj;
+    }
+    expect(k, "trace_grad sum", gs, gref, (n + 1) * 1e-5);
+    expect(k, "trace_grad finite", finite, 1, 0);
+    for (int j = 0; j < n; ++j) y[j] = y0[j];
+    double ys = k->step_sumsq(y, -0.25f, x, n, &finite), yref = 0.0;
+    for (int j = 0; j < n; ++j) {
+        double v = y0[j] - 0.25 * x[j];
+        expect(k, "step_sumsq y", y[j], v, 1e-6);
+        yref += v * v;
+    }
+    expect(k, "step_sumsq sum", ys, yref, (n + 1) * 1e-5);
+    expect(k, "step_sumsq finite", finite, 1, 0);
+    if (n > 0) {
+        float keep = x[n - 1];
+        x[n - 1] = NAN;
+        k->step_sumsq(y, 1.0f, x, n, &finite);
+        expect(k, "step_sumsq sees nan", finite, 0, 0);
+        k->trace_grad(y, 1.0f, x, 1.0f, 1.0f, g, n, &finite);
+        expect(k, "trace_grad sees nan", finite, 0, 0);
+        x[n - 1] = keep;
+    }
+    free(g);
     for (int j = 0; j < n; ++j) { th[j] = y0[j]; m1[j] = 0.1f * x[j]; m2[j] = 0.2f; }
     k->adam(th, m1, m2, x, n, 0.5f, 0.9f, 0.99f, 0.01f, 1e-8f);
     for (int j = 0; j < n; ++j) {
