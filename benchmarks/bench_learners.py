@@ -13,6 +13,15 @@ Targets, reported as met or missed, never asserted:
   n = 256 at most 3x Elman's snap1 (issue 13; ratios of medians of the same
   interleaved run).
 
+Against what the hardware does with the same weights (issue 15): numpy's
+bare forward pass of the same shape (``W @ z``, tanh, the readout; z filled
+from x, no learning) interleaved with the learners' sgd and Adam steps, at
+n_in = 8, n = 256, n_out = 1 and at the respiratory protocol's width
+(n_in = 540, n = 128, n_out = 9).  Targets, as ratios of medians of one run:
+snap1, uoro and diag at most 2x the forward pass at n = 256; snap1 and uoro
+at most 2.5x at the protocol's width; Adam at most 1.2x the same learner's
+sgd step.
+
     pip install ".[bench]" && python benchmarks/bench_learners.py
     python benchmarks/bench_learners.py --quick --no-write     # smoke run
 
@@ -50,6 +59,7 @@ CONFIGS = (
     ("gru uoro", dict(cell="gru", learner="uoro"), 512),
     ("gru tbptt k=16", dict(cell="gru", learner="tbptt", window=16), 512),
 )
+CONFIGS_BY_LABEL = {label: kw for label, kw, _ in CONFIGS}
 SIZES = (8, 16, 32, 64, 128, 256, 512)
 #: the GRU's targets (issue 13): (GRU row, Elman row, sizes, at most this ratio)
 GRU_TARGETS = (("gru rtrl", "rtrl", SIZES, 3.5), ("gru snap1", "snap1", (256,), 3.0))
@@ -81,6 +91,109 @@ def bench_size(rtrl_edge, n, *, quick, rounds, seed):
     return {label: dict(common.summarize(samples[label]),
                         memory_bytes=int(nets[label].memory_bytes))
             for label in labels}
+
+
+#: issue 15's shapes (n_in, n_hidden, n_out), who is measured there, and the bound on
+#: each learner's sgd step over numpy's forward pass
+PASS_SHAPES = (((8, 256, 1), ("snap1", "uoro", "diag (rtrl)"), 2.0),
+               ((540, 128, 9), ("snap1", "uoro"), 2.5))
+ADAM_BOUND = 1.2
+FORWARD = "numpy forward"
+
+
+class NumpyForward:
+    """numpy's bare forward pass of an Elman step of the same shape: z filled
+    from x, h = tanh(W @ z), y = W_out @ h + b_out; no learning.  Called as
+    net.step is, (x, y)."""
+
+    def __init__(self, n_in, n, n_out, seed):
+        rng = np.random.default_rng(seed)
+        K = n + n_in + 1
+        self.W = (0.1 * rng.standard_normal((n, K))).astype(np.float32)
+        self.W_out = (0.1 * rng.standard_normal((n_out, n))).astype(np.float32)
+        self.b_out = np.zeros(n_out, np.float32)
+        self.z = np.zeros(K, np.float32)
+        self.z[-1] = 1.0
+        self.h = np.zeros(n, np.float32)
+        self.y = np.zeros(n_out, np.float32)
+        self.n, self.n_in = n, n_in
+
+    def step(self, x, _y):
+        z, h = self.z, self.h
+        z[:self.n] = h
+        z[self.n:self.n + self.n_in] = x
+        np.dot(self.W, z, out=h)
+        np.tanh(h, out=h)
+        np.dot(self.W_out, h, out=self.y)
+        self.y += self.b_out
+
+
+def bench_passes(rtrl_edge, *, quick, rounds, seed):
+    """Each shape of PASS_SHAPES: numpy's forward pass and every learner's sgd
+    and Adam steps, interleaved in rounds; {shape: {label: summary}}."""
+    out = {}
+    for (m, n, o), learners, _ in PASS_SHAPES:
+        rng = np.random.default_rng(seed + 5)
+        steps = 20
+        xs = list(rng.standard_normal((steps, m)).astype(np.float32))
+        ys = list((0.5 * rng.standard_normal((steps, o))).astype(np.float32))
+        calls = {FORWARD: NumpyForward(m, n, o, seed).step}
+        for label in learners:
+            kw = dict(CONFIGS_BY_LABEL[label])
+            for opt in ("sgd", "adam"):
+                net = rtrl_edge.OnlineRNN(m, n, o, optimizer=opt, lr=1e-3, clip=1.0,
+                                          seed=seed, **kw)
+                calls[f"{label} {opt}"] = net.step
+        reps = 100 if quick else 3000
+        block = max(1, reps // rounds)
+        data_x = [xs[i % steps] for i in range(block * rounds + 20)]
+        data_y = [ys[i % steps] for i in range(block * rounds + 20)]
+        samples = {k: np.zeros(block * rounds, np.int64) for k in calls}
+        labels = list(calls)
+        for k in labels:                                      # warm-up
+            common.time_calls(calls[k], data_x, data_y, 0, 20, np.zeros(20, np.int64), 0)
+        for r in range(rounds):
+            for k in labels[r % len(labels):] + labels[:r % len(labels)]:
+                common.time_calls(calls[k], data_x, data_y, 20 + r * block, block,
+                                  samples[k], r * block)
+        out[f"{m},{n},{o}"] = {k: common.summarize(v) for k, v in samples.items()}
+    return out
+
+
+def pass_targets(passes):
+    """Issue 15's targets from `bench_passes`: ratios of medians of one run."""
+    out = []
+    for (m, n, o), learners, bound in PASS_SHAPES:
+        row = passes.get(f"{m},{n},{o}")
+        if row is None:
+            continue
+        fwd = row[FORWARD]["median_us"]
+        for label in learners:
+            ratio = row[f"{label} sgd"]["median_us"] / fwd
+            out.append(dict(text=f"{label} sgd at n_in={m}, n={n}, n_out={o} at most "
+                                 f"{bound:g}x numpy's forward pass ({fwd:.1f} µs)",
+                            value=ratio, unit="x ratio",
+                            status="met" if ratio <= bound else "missed"))
+            adam = row[f"{label} adam"]["median_us"] / row[f"{label} sgd"]["median_us"]
+            out.append(dict(text=f"{label} Adam at most {ADAM_BOUND:g}x its sgd step "
+                                 f"(n_in={m}, n={n})", value=adam, unit="x ratio",
+                            status="met" if adam <= ADAM_BOUND else "missed"))
+    return out
+
+
+def format_passes(passes):
+    lines = []
+    for shape, row in passes.items():
+        fwd = row[FORWARD]["median_us"]
+        lines.append(f"n_in, n_hidden, n_out = {shape}: µs per call, median / p99, and "
+                     f"the median over numpy's forward pass\n")
+        lines.append("| | median / p99 µs | over the forward pass |")
+        lines.append("|---|---:|---:|")
+        for k, v in row.items():
+            lines.append(f"| {k} | {v['median_us']:.1f} / {v['p99_us']:.1f} | "
+                         f"{v['median_us'] / fwd:.2f}x |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def evaluate_targets(results):
@@ -200,18 +313,25 @@ def main(argv=None):
         results[str(n)] = bench_size(rtrl_edge, n, quick=args.quick, rounds=rounds,
                                      seed=args.seed)
         print(f"  n={n}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    targets = evaluate_targets(results)
-    text = (format_tables(results, args.sizes) + "\n\nTargets:\n" + format_targets(targets)
+    t0 = time.perf_counter()
+    passes = bench_passes(rtrl_edge, quick=args.quick, rounds=rounds, seed=args.seed)
+    print(f"  against numpy's forward pass: done in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    targets = evaluate_targets(results) + pass_targets(passes)
+    text = (format_tables(results, args.sizes)
+            + "\n\nAgainst numpy's bare forward pass of the same shape (W @ z, tanh, "
+              "readout), sgd and Adam, interleaved in one run:\n\n" + format_passes(passes)
+            + "\nTargets:\n" + format_targets(targets)
             + "\n\nEnvironment: " + common.format_environment(env))
     print(text)
     if not args.no_write:
         given = list(argv) if argv is not None else sys.argv[1:]
         result = dict(benchmark="bench_learners", quick=args.quick,
                       command=" ".join(["python benchmarks/bench_learners.py", *given]),
-                      environment=env, results=results, targets=targets)
+                      environment=env, results=results, passes=passes, targets=targets)
         common.publish(result, text, JSON_PATH, write_readme, plot=lambda: write_plot(results, args.sizes, env),
                        alt="latency and memory of every learner")
-    return dict(results=results, targets=targets)
+    return dict(results=results, passes=passes, targets=targets)
 
 
 if __name__ == "__main__":

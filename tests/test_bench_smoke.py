@@ -104,8 +104,19 @@ def test_learners_benchmark_quick_run(monkeypatch):
             assert row["memory_bytes"] == rtrl_edge.OnlineRNN(8, int(n), 1, **kw).memory_bytes
     # at n = 8 and 16 only the GRU rtrl ratio (every size measured) is measured
     status = [t["status"] for t in out["targets"]]
-    assert status[:4] + status[5:] == ["not measured"] * 5
+    assert status[:4] + status[5:6] == ["not measured"] * 5
     assert status[4] in ("met", "missed") and out["targets"][4]["value"] > 0
+    # issue 15's ratios against numpy's forward pass, always measured: every
+    # learner's sgd and Adam step at both shapes, each a ratio of this run
+    assert set(out["passes"]) == {"8,256,1", "540,128,9"}
+    for (m, n, o), learners, _ in bench.PASS_SHAPES:
+        row = out["passes"][f"{m},{n},{o}"]
+        assert set(row) == {bench.FORWARD} | {f"{l} {opt}" for l in learners
+                                             for opt in ("sgd", "adam")}
+        assert all(positive_finite(v["median_us"]) for v in row.values())
+    passes = out["targets"][6:]
+    assert len(passes) == 2 * (3 + 2)
+    assert all(t["status"] in ("met", "missed") and t["value"] > 0 for t in passes)
     sys.modules.pop("bench_step", None)
 
 
