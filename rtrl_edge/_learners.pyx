@@ -162,9 +162,10 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
     cdef int n = s.n, K = s.K, i, finite
     cdef float *nu = s.v1
     cdef float *dh = s.v2
-    cdef double nt, ndh, nd, nz, rho0, rho1, acc
+    cdef double nt, ndh, nd, nz, rho0, rho1, acc, total
     cdef double eps = 1e-7
     cdef float r0inv
+    cdef bint all_finite
     draw_signs(s, nu)
     s.simd.matvec(s.theta, K, s.uh, n, n, dh)           # W_rec h~
     for i in range(n):
@@ -178,13 +179,22 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
     for i in range(n):
         s.uh[i] = <float>(rho0 * dh[i] + rho1 * nu[i])
     r0inv = <float>(1.0 / rho0)
-    for i in range(n):
-        s.simd.scale_add(s.ut + i * K, r0inv, s.z, <float>(nu[i] * s.dphi[i] / rho1), K)
-    if contract:
-        acc = 0.0
+    if not contract:
         for i in range(n):
-            acc += <double>s.c[i] * s.uh[i]
-        s.simd.scaled(s.grad, <float>acc, s.ut, n * K)
+            s.simd.scale_add(s.ut + i * K, r0inv, s.z, <float>(nu[i] * s.dphi[i] / rho1), K)
+        return
+    # grad W = (c^T h~) theta~, with h~ already new: each row of theta~, its
+    # gradient row and that row's sum of squares in one pass (as SnAp-1)
+    acc = 0.0
+    for i in range(n):
+        acc += <double>s.c[i] * s.uh[i]
+    total = 0.0
+    all_finite = True
+    for i in range(n):
+        total += s.simd.trace_grad(s.ut + i * K, r0inv, s.z, <float>(nu[i] * s.dphi[i] / rho1),
+                                   <float>acc, s.grad + i * K, K, &finite)
+        all_finite = all_finite and finite
+    s.core_sumsq, s.core_finite, s.core_sumsq_known = total, all_finite, True
 
 
 # --------------------------------------------------------------------------

@@ -879,3 +879,30 @@ def test_every_new_learner_builds_and_learns(learner):
         yhat = net.step(rng.normal(size=2), rng.normal(size=1))
         assert np.all(np.isfinite(yhat))
     assert net.stats["updates"] == 20
+
+
+@pytest.mark.parametrize("learner", ELMAN_LEARNERS)
+@pytest.mark.parametrize("clip", [None, 1e-3])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_first_update_is_the_clipped_gradient_step(learner, clip, optimizer):
+    """The fused passes (a SnAp-1 or UORO gradient summed as it is written;
+    the step and its check in one pass) change nothing of the maths: from a
+    fresh model, one step moves the parameters by -lr * min(1, clip / |g|) * g,
+    g being `gradient` of that one sample (computed apart, in float64 here),
+    clip on and off.  Momentum's first step is sgd's."""
+    rng = np.random.default_rng(3)
+    net = make_net(3, 6, 2, learner, optimizer=optimizer, lr=0.05, clip=clip, seed=4,
+                   normalize=False)
+    x, y = rng.normal(size=3), rng.normal(size=2)
+    before = {k: np.array(v, dtype=np.float64) for k, v in net.params.items()}
+    g = {k: np.asarray(v, dtype=np.float64) for k, v in net.gradient([x], [y]).items()}
+    norm = np.sqrt(sum(float(np.sum(v * v)) for v in g.values()))
+    scale = min(1.0, clip / norm) if clip else 1.0
+    if clip:
+        assert scale < 1.0, "the test must clip"
+    net.step(x, y)
+    for k in before:
+        moved = np.asarray(net.params[k], dtype=np.float64) - before[k]
+        np.testing.assert_allclose(moved, -0.05 * scale * g[k], rtol=1e-3,
+                                   atol=1e-6 * max(1.0, float(np.abs(before[k]).max())),
+                                   err_msg=f"{learner} {optimizer} clip={clip} {k}")
