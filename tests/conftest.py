@@ -10,6 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Under CI the property tests draw the same examples every run (their search
+# goes on at random in developers' runs): a rare float32 case one run finds
+# is then reproduced by the next instead of failing one submission in many.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
