@@ -260,7 +260,7 @@ def test_broker_restart_is_survived(broker, links, peers):
     link.start()
     link.publish_status({"note": "before"})
     pub = peers(broker.port, None)
-    assert wait_for(lambda: src.subscribed, 3)
+    assert src.wait_subscribed(3)
     pub.publish("rs/sample", b'{"values": [1, 2], "seq": 0}')
     assert wait_for(lambda: src.wait(0.05), 3)
     assert [v.tolist() for v in src.read()] == [[1.0, 2.0]] and not src.gap
@@ -314,7 +314,7 @@ def test_malformed_samples_are_counted_and_the_rest_come_through(broker, links, 
     link = links(broker.url("mf"))
     src = link.source(channels=2)
     link.start()
-    assert wait_for(lambda: src.subscribed, 3)
+    assert src.wait_subscribed(3)
     pub = peers(broker.port, None)
     good = []
     for i, (payload, why) in enumerate(MALFORMED):
@@ -338,7 +338,7 @@ def test_seq_gap_and_overflow(broker, links, peers):
     link = links(broker.url("sq"), queue=5)
     src = link.source(channels=1)
     link.start()
-    assert wait_for(lambda: src.subscribed, 3)
+    assert src.wait_subscribed(3)
     pub = peers(broker.port, None)
     for seq in (0, 1, 3):
         pub.publish("sq/sample", json.dumps({"values": [seq], "seq": seq, "t": seq}))
@@ -490,7 +490,7 @@ def test_mqtts_with_ca_and_credentials(tls_broker, links, peers, tmp_path):
     obs = peers(broker.port, "tls/#", ca=ca, user=user)
     assert link.publish_forecast({"t": 5.0, "forecast": [1.0]})
     assert obs.next("tls/forecast")[0] == {"t": 5.0, "forecast": [1.0]}
-    assert wait_for(lambda: src.subscribed, 3)
+    assert src.wait_subscribed(3)
     obs.publish("tls/sample", b"42")
     assert src.wait(3) and [v.tolist() for v in src.read()] == [[42.0]]
 
@@ -550,3 +550,14 @@ def test_run_over_mqtts_with_the_cli_flags(tls_broker, peers, tmp_path):
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and "not authorised" in lines[0] and "wrong" not in lines[0], lines
     assert not (tmp_path / "s.json").exists()
+
+
+def test_wait_subscribed_ends_when_the_link_closes(broker, links):
+    """A source on a link that closes before any SUBACK: the wait ends at
+    once with False, not at its timeout."""
+    link = links(broker.url("ws"))
+    src = link.source(channels=1)
+    link.close()
+    t0 = time.monotonic()
+    assert src.wait_subscribed(5) is False
+    assert time.monotonic() - t0 < 1

@@ -588,6 +588,15 @@ class MqttSource:
             return self.link._cond.wait_for(lambda: self._q or self.link._closed,
                                             timeout) and bool(self._q)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Block until the broker has acknowledged this source's subscription
+        (or refused it: then `last_error` says so), at most `timeout` s;
+        True if it is subscribed."""
+        with self.link._cond:
+            self.link._cond.wait_for(lambda: self.subscribed or self.last_error is not None
+                                     or self.link._closed, timeout)
+            return self.subscribed
+
     def wait_for_first(self, timeout: Optional[float] = None) -> int:
         """Block until ``channels`` is known (at once if it was given) and
         return it; None waits for ever.  TimeoutError saying what did arrive

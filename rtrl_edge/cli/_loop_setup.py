@@ -82,10 +82,17 @@ def settings_for(args, net, extra) -> Dict[str, object]:
     return settings
 
 
+def inputs_of(net) -> Optional[int]:
+    """The channels a checkpoint's model reads (None without one)."""
+    if net is None:
+        return None
+    return net.n_state if isinstance(net, DelayCompensator) else net.n_in
+
+
 def build_forecaster(settings, channels: int, net, trace: int = 0):
     """The forecaster for a source of `channels` channels: the checkpoint's
     (`net` from `open_checkpoint`), or a new one as `settings` say."""
-    reads = net.n_state if isinstance(net, DelayCompensator) else getattr(net, "n_in", None)
+    reads = inputs_of(net)
     if net is not None and reads != channels:
         raise Refused(f"the checkpoint's model takes {reads} inputs; this source has "
                       f"{channels} channels")
@@ -146,8 +153,8 @@ def open_source(args, say, seed, net=None):
     from ..adapters import ReplaySource, SerialSource, SyntheticSource
     if args.source == "mqtt":
         width = args.channels
-        if width is None and net is not None:
-            width = net.n_state if isinstance(net, DelayCompensator) else net.n_in
+        if width is None:
+            width = inputs_of(net)
         link, (source,) = open_mqtt(args, say, [(None, width)])
         return link, source
     link = None
@@ -204,10 +211,8 @@ def open_mqtt(args, say, sources=()):
         link.close()
         raise Refused(f"--mqtt {args.mqtt}: {exc}", 1) from None
     deadline = time.monotonic() + 10.0
-    while not all(src.subscribed for src in made) and time.monotonic() < deadline:
-        time.sleep(0.005)
     for src in made:
-        if not src.subscribed:
+        if not src.wait_subscribed(max(deadline - time.monotonic(), 0.0)):
             say(f"rtrl-edge run: the broker has not acknowledged the subscription to "
                 f"{src.topic} ({src.last_error or 'no answer within 10 s'}); going on")
     say(f"rtrl-edge run: MQTT connected to {link.url.host}:{link.url.port}, topics under "
