@@ -166,18 +166,16 @@ class MultiLoop:
             if self._stop:
                 reason = "stopped"
                 break
-            # a stream is done at max_steps (its source is then left unread)
-            # or when its source is exhausted
-            full = [src for src, members in self.groups if max_steps is not None and all(
-                loop.counters["samples"] >= max_steps for loop in members)]
-            if len(full) + sum(getattr(src, "exhausted", False) for src, _ in self.groups
-                               if all(src is not f for f in full)) == len(self.groups):
-                reason = "max steps" if full else reason
+            # a source is left unread once every stream on it has max_steps
+            active = [(src, members) for src, members in self.groups
+                      if max_steps is None
+                      or any(loop.counters["samples"] < max_steps for loop in members)]
+            if all(getattr(src, "exhausted", False) for src, _ in active):
+                if len(active) < len(self.groups):
+                    reason = "max steps"
                 break
             idle = True
-            for source, members in self.groups:
-                if any(source is f for f in full):
-                    continue
+            for source, members in active:
                 batch = source.read()
                 gap = getattr(source, "gap", False)
                 for loop in members:
