@@ -42,7 +42,8 @@ def extension(name):
         [f"rtrl_edge/{name}.pyx"],
         include_dirs=[numpy.get_include(), "rtrl_edge"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-        extra_compile_args=cflags,
+        extra_compile_args=cflags + ["-pthread"],
+        extra_link_args=["-pthread"],       # the model's thread pool (_pool.h)
     )
 
 

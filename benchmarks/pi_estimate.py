@@ -91,6 +91,7 @@ BEGIN, END = "<!-- pi_estimate:begin -->", "<!-- pi_estimate:end -->"
 KIB, MIB = 1024, 1024 * 1024
 N_IN, N_OUT = 8, 1
 SIZES = (8, 16, 32, 64, 128, 256, 512)
+TILE = 16                   # columns of P per tile of the product on NEON (4 x 4 floats)
 #: the respiratory benchmark: 12 past samples x 9 coordinates in, 9 out
 RESP_IN, RESP_OUT, RESP_SIZES = 108, 9, (32, 64)
 WINDOW, DENSITY = 16, 0.1
@@ -289,9 +290,10 @@ def bytes_moved(rtrl_edge, n_in, n, n_out, learner, cell):
             continue                                 # per block, below
         parts[b.name] = PASSES.get(b.name, 1) * b.nbytes
     if cell == "elman" and learner == "rtrl":
-        ldp, n4, nb = _layout.rtrl_blocking(n, n_in)
-        in_cache["tmp (written + read per column block)"] = 2 * n4 * ldp * 4
-        in_cache["W_rec (read per column block)"] = math.ceil(ldp / nb) * n * n * 4
+        ldp, _ = _layout.rtrl_blocking(n, n_in)
+        # each 16-column slice of P is packed into tmp, then W_rec passes over it
+        in_cache["tmp (slice of P packed per column tile)"] = 2 * n * ldp * 4
+        in_cache["W_rec (read per column tile)"] = math.ceil(ldp / TILE) * n * n * 4
     elif cell == "elman" and learner == "snap2":
         sizes = np.diff(structure["s_off"])
         in_cache["tmp (written + read per block)"] = int(

@@ -34,6 +34,7 @@ from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
 from rtrl_edge._learners cimport draw_signs, ring_push
+from rtrl_edge._rtrl cimport part_scratch, run_parts, sens_columns
 
 
 cdef inline float sigmoid(float v) noexcept nogil:
@@ -114,16 +115,25 @@ cdef inline float d_diag(RNN *s, int k) noexcept nogil:
 # exact RTRL
 # --------------------------------------------------------------------------
 
+cdef void gru_rtrl_part(void *arg, int part, int parts) noexcept nogil:
+    """D_t P on one share of the columns of P, with its gradient (a task of
+    the model's thread pool; dphi = 1 for the GRU)."""
+    cdef RNN *s = <RNN *>arg
+    cdef Py_ssize_t lo, hi
+    rtrl_pool_share(s.ldp, RTRL_MAX_VL, part, parts, &lo, &hi)
+    sens_columns(s, s.dmat, s.n, lo, hi, part_scratch(s, part), s.task_contract)
+
+
 cdef void gru_rtrl(RNN *s, bint contract) noexcept nogil:
     """P <- D_t P + M_t, in place, with grad[:n_core] = c^T P fused in.
 
     D_t is formed once (3 n^2), then P goes through the blocked product and
-    the fused pass in column blocks exactly as Elman's (`rtrl_sensitivities`
-    in _kernels.pyx, with dphi = 1), and M_t, which touches each unit's own
-    3(n + m + 2) columns of its row, is added after (with its share of the
-    gradient)."""
-    cdef int n = s.n, m = s.m, nb = s.nb, k, l, g, width, wreal
-    cdef Py_ssize_t ldp = s.ldp, N = s.n_core, c0, row_ih, row_hh
+    the fused pass exactly as Elman's (`rtrl_part` in _kernels.pyx, with
+    dphi = 1, split over the model's threads), and M_t, which touches each
+    unit's own 3(n + m + 2) columns of its row, is added after (with its share
+    of the gradient)."""
+    cdef int n = s.n, m = s.m, k, l, g
+    cdef Py_ssize_t ldp = s.ldp, row_ih, row_hh
     cdef const float *w_hh = s.theta + off_hh(s)
     cdef float *P = s.P
     cdef float *G = s.grad
@@ -132,15 +142,7 @@ cdef void gru_rtrl(RNN *s, bint contract) noexcept nogil:
     for k in range(n):
         for l in range(n):
             s.dmat[k * n + l] = d_entry(s, w_hh, k, l)
-    if contract:
-        memset(G, 0, N * sizeof(float))
-    c0 = 0
-    while c0 < N:
-        width = <int>(ldp - c0 if ldp - c0 < nb else nb)
-        s.simd.product(s.dmat, n, P + c0, ldp, n, n, width, s.tmp, nb)
-        wreal = <int>(N - c0 if N - c0 < width else width)
-        s.simd.epilogue(P + c0, ldp, s.tmp, nb, n, wreal, s.dphi, s.c, G + c0, contract)
-        c0 += nb
+    run_parts(s, gru_rtrl_part, contract)
     # M_t: unit k's gate rows g*n + k of W_ih, W_hh, b_ih, b_hh
     for k in range(n):
         Pk = P + k * ldp

@@ -20,6 +20,7 @@ from libc.math cimport tanhf, sqrt, isfinite, pow, ldexp, exp, log, floor
 from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
+from rtrl_edge._rtrl cimport part_scratch, run_parts, sens_columns
 from rtrl_edge._learners cimport (snap1_update, snap2_update, uoro_update, tbptt_update,
                                   reset_learner)
 from rtrl_edge._diag cimport diag_forward, diag_traces
@@ -215,50 +216,41 @@ cdef inline double output_error(RNN *s, bint update) noexcept nogil:
     return loss
 
 
-cdef void rtrl_sensitivities(RNN *s, bint contract) noexcept nogil:
-    """Exact RTRL sensitivity update, in place, with the gradient fused in.
+cdef void rtrl_part(void *arg, int part, int parts) noexcept nogil:
+    """Exact RTRL sensitivity update of one share of the columns of P, in
+    place, with the gradient fused in (a task of the model's thread pool):
 
     P[k, i*K + j] <- dphi[k] * (sum_l W_rec[k, l] P[l, i*K + j] + delta_ki z[j])
-    grad_W[i, j]   = sum_k c[k] P[k, i*K + j]           (only if `contract`)
+    grad_W[i, j]   = sum_k c[k] P[k, i*K + j]           (only if contract)
 
-    (Williams & Zipser 1989; DESIGN §3.2.)  P is processed in column blocks
-    of width nb: the register-blocked product fills `tmp` with W_rec @ P[:, block]
-    (every row of P still old), then one pass over the block, while it is in
-    cache, scales by dphi, writes P back and accumulates c^T P into the
-    gradient (both in _tile.h, at the CPU's vector width), and the delta term
-    is added.  Scratch is one n4 x nb block, not a second P.
+    (Williams & Zipser 1989; DESIGN §3.2.)  `sens_columns` (_rtrl.pxd) runs
+    the register-blocked product and the fused scaling and contraction one
+    column slice at a time (_tile.h, at the CPU's vector width); the
+    delta_ki z[j] term is added after.  Scratch: one n4 x RTRL_MAX_TILE block
+    per part, not a second P.
     """
-    cdef int n = s.n, K = s.K, nb = s.nb, k, width, wreal, lo, hi
-    cdef Py_ssize_t ldp = s.ldp, N = <Py_ssize_t>n * K, c0, j
+    cdef RNN *s = <RNN *>arg
+    cdef int n = s.n, K = s.K, k
+    cdef Py_ssize_t lo, hi, a, b, j
+    cdef bint contract = s.task_contract
     cdef float d, ck, v
-    cdef float *P = s.P
-    cdef float *g = s.grad
     cdef float *row
-    cdef float *grow
-    if contract:
-        memset(g, 0, N * sizeof(float))
-    c0 = 0
-    while c0 < N:
-        width = <int>(ldp - c0 if ldp - c0 < nb else nb)
-        s.simd.product(s.theta, K, P + c0, ldp, n, n, width, s.tmp, nb)
-        wreal = <int>(N - c0 if N - c0 < width else width)
-        s.simd.epilogue(P + c0, ldp, s.tmp, nb, n, wreal, s.dphi, s.c, g + c0, contract)
-        # the delta_ki z[j] term lands on columns [k*K, k*K + K) of row k
-        for k in range(n):
-            lo = <int>(k * K - c0 if k * K > c0 else 0)
-            hi = <int>(k * K + K - c0 if k * K + K - c0 < wreal else wreal)
-            if lo >= hi:
-                continue
-            d = s.dphi[k]
-            ck = s.c[k] if contract else 0.0
-            row = P + k * ldp + c0
-            grow = g + c0
-            for j in range(lo, hi):
-                v = d * s.z[c0 + j - k * K]
-                row[j] += v
-                if contract:
-                    grow[j] += ck * v
-        c0 += nb
+    rtrl_pool_share(s.ldp, RTRL_MAX_VL, part, parts, &lo, &hi)
+    sens_columns(s, s.theta, K, lo, hi, part_scratch(s, part), contract)
+    # the delta_ki z[j] term lands on columns [k*K, k*K + K) of row k
+    for k in range(n):
+        a = k * K if k * K > lo else lo
+        b = k * K + K if k * K + K < hi else hi
+        if a >= b:
+            continue
+        d = s.dphi[k]
+        ck = s.c[k] if contract else 0.0
+        row = s.P + k * s.ldp
+        for j in range(a, b):
+            v = d * s.z[j - k * K]
+            row[j] += v
+            if contract:
+                s.grad[j] += ck * v
 
 
 cdef inline void readout_gradient(RNN *s) noexcept nogil:
@@ -294,7 +286,7 @@ cdef void advance(RNN *s, bint contract) noexcept nogil:
     elif s.cell == CELL_GRU:
         gru_advance(s, contract)
     elif s.learner == LEARNER_RTRL:
-        rtrl_sensitivities(s, contract)
+        run_parts(s, rtrl_part, contract)
     elif s.learner == LEARNER_SNAP1:
         snap1_update(s, contract)
     elif s.learner == LEARNER_SNAP2:
@@ -480,7 +472,7 @@ cdef int apply_update(RNN *s) noexcept nogil:
         s.guard_dirty = False
     if s.clip > 0 and norm2 > <double>s.clip * s.clip:
         scale = s.clip / sqrt(norm2)
-    # the step and the check of its result: one pass for sgd and momentum
+    # the step and the check of its result in one pass (momentum: two)
     if s.optimizer == OPT_SGD:
         norm2 = s.simd.step_sumsq(s.theta, <float>(-lr * scale), s.grad, p, &finite)
     elif s.optimizer == OPT_MOMENTUM:
@@ -490,9 +482,9 @@ cdef int apply_update(RNN *s) noexcept nogil:
         s.opt_t += 1
         bc1 = 1.0 - pow(s.beta1, <double>s.opt_t)
         bc2 = 1.0 - pow(s.beta2, <double>s.opt_t)
-        s.simd.adam(s.theta, s.m1, s.m2, s.grad, p, <float>scale, s.beta1, s.beta2,
-                    <float>(lr * sqrt(bc2) / bc1), <float>(s.adam_eps * sqrt(bc2)))
-        norm2 = s.simd.sumsq(s.theta, p, &finite)
+        norm2 = s.simd.adam(s.theta, s.m1, s.m2, s.grad, p, <float>scale, s.beta1,
+                            s.beta2, <float>(lr * sqrt(bc2) / bc1),
+                            <float>(s.adam_eps * sqrt(bc2)), &finite)
     if not finite or not norm2 <= GUARD_MAX_NORM * GUARD_MAX_NORM:
         recover(s)
         return STATUS_RECOVERED
@@ -700,7 +692,6 @@ cdef class Core:
                 s.p_size = self.buffers[name].size
         if "P" in self.buffers:
             s.ldp = self.buffers["P"].size // n
-            s.nb = self.buffers["tmp"].size // (((n + 3) // 4) * 4)
         s.theta = self._ptr32("theta")
         s.grad = self._ptr32("grad")
         s.good = self._ptr32("good")
@@ -746,6 +737,21 @@ cdef class Core:
         s.y_mean = self._ptr64("y_mean")
         s.y_var = self._ptr64("y_var")
         s.counts = self._ptr64("counts")
+        # The pool: only exact RTRL's n^4 term is split (DESIGN §4, threads).
+        s.threads = 1
+        threads = cfg.get("threads", 1)
+        if threads > 1 and s.learner == LEARNER_RTRL and s.cell != CELL_DIAG:
+            if self.buffers["tmp"].size < threads * ((n + 3) // 4 * 4) * RTRL_MAX_TILE:
+                raise ValueError("the layout's product scratch is too small for "
+                                 f"{threads} threads")
+            s.pool = rtrl_pool_new(threads)
+            if s.pool == NULL:
+                raise OSError(f"could not start {threads - 1} worker threads")
+            s.threads = threads
+
+    def __dealloc__(self):
+        rtrl_pool_free(self.s.pool)     # stops and joins the workers
+        self.s.pool = NULL
 
     cdef float *_ptr32(self, str name):
         return <float *>cnp.PyArray_DATA(self.buffers[name]) if name in self.buffers else NULL

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 MAX_VL = 16          # widest vector in floats; must equal RTRL_MAX_VL in _tile.h
-BLOCK_FLOATS = 8192  # scratch block of the RTRL sensitivity update, in floats
+MAX_TILE = 64        # widest column tile in floats; must equal RTRL_MAX_TILE in _tile.h
 ALIGN_SLACK = 16     # floats of slack to align the float32 arena to 64 bytes
 
 CELLS = ("elman", "diag", "gru")
@@ -58,11 +58,9 @@ def n_params(n: int, m: int, o: int, cell: str) -> int:
 
 
 def rtrl_blocking(n: int, m: int, cell: str = "elman"):
-    """(ldp, n4, nb): row stride of P, rows of the scratch block, its width."""
-    ldp = round_up(n_core(n, m, cell), MAX_VL)
-    n4 = round_up(n, 4)
-    nb = min(ldp, round_up(max(BLOCK_FLOATS // n4, 64), MAX_VL))
-    return ldp, n4, nb
+    """(ldp, scratch): row stride of P, and the product scratch of one thread
+    (n4 x MAX_TILE floats, n4 = n rounded up to 4)."""
+    return round_up(n_core(n, m, cell), MAX_VL), round_up(n, 4) * MAX_TILE
 
 
 def snap2_structure(mask: np.ndarray, m: int, cell: str = "elman") -> Dict[str, np.ndarray]:
@@ -101,9 +99,10 @@ def snap2_structure(mask: np.ndarray, m: int, cell: str = "elman") -> Dict[str, 
 def layout(n: int, m: int, o: int, *, cell: str = "elman", learner: str = "rtrl",
            optimizer: str = "sgd", window: Optional[int] = None,
            mask: Optional[np.ndarray] = None,
-           snap2: Optional[Dict[str, np.ndarray]] = None) -> List[Buffer]:
+           snap2: Optional[Dict[str, np.ndarray]] = None, threads: int = 1) -> List[Buffer]:
     """The buffers of one model, in arena order (the largest, vector-loaded
-    learner buffer first so that it starts on the aligned base)."""
+    learner buffer first so that it starts on the aligned base).  Exact RTRL
+    of the Elman and GRU cells keeps one product scratch per thread."""
     K = n + m + 1
     p = n_params(n, m, o, cell)
     core = n_core(n, m, cell)
@@ -116,9 +115,9 @@ def layout(n: int, m: int, o: int, *, cell: str = "elman", learner: str = "rtrl"
         add("h_prev", n, "scratch")
         add("feat", n, "scratch")          # tanh(h); the Elman cell reads out h itself
     elif learner == "rtrl":
-        ldp, n4, nb = rtrl_blocking(n, m, cell)
+        ldp, scratch = rtrl_blocking(n, m, cell)
         add("P", n * ldp, "state")
-        add("tmp", n4 * nb, "scratch")
+        add("tmp", threads * scratch, "scratch")
         if cell == "gru":
             add("dmat", n * n, "scratch")
     elif learner == "snap1":

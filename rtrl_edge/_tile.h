@@ -20,6 +20,9 @@
 /* Width of the widest vector any instantiation uses, in floats: callers pad
  * row strides and block widths to a multiple of it. */
 #define RTRL_MAX_VL 16
+/* Widest column tile (RTRL_NV * RTRL_VL) of any instantiation: the sensitivity
+ * update's scratch is n_rows x RTRL_MAX_TILE floats per thread. */
+#define RTRL_MAX_TILE 64
 
 typedef void (*rtrl_product_fn)(const float *w, int ldw, const float *b,
                                 ptrdiff_t ldb, int n_rows, int n_inner,
@@ -28,14 +31,18 @@ typedef void (*rtrl_epilogue_fn)(float *p, ptrdiff_t ldp, const float *t, int ld
                                  int n_rows, int width, const float *dphi,
                                  const float *c, float *g, int contract);
 
+typedef void (*rtrl_sens_fn)(const float *w, int ldw, float *p, ptrdiff_t ldp, int n_rows,
+                             int width, int wreal, const float *dphi, const float *c,
+                             float *g, int contract, float *t);
+
 typedef void (*rtrl_matvec_fn)(const float *w, ptrdiff_t ldw, const float *x,
                                int rows, int cols, float *out);
 typedef void (*rtrl_scale_add_fn)(float *y, float a, const float *x, float b, ptrdiff_t n);
 typedef void (*rtrl_scaled_fn)(float *y, float a, const float *x, ptrdiff_t n);
 typedef double (*rtrl_sumsq_fn)(const float *x, ptrdiff_t n, int *finite);
-typedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
-                             ptrdiff_t n, float scale, float b1, float b2, float lr,
-                             float eps);
+typedef double (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
+                               ptrdiff_t n, float scale, float b1, float b2, float lr,
+                               float eps, int *finite);
 typedef float (*rtrl_peak_fn)(long iters, float a, float b);
 typedef double (*rtrl_trace_grad_fn)(float *p, float a, const float *z, float b, float c,
                                      float *g, ptrdiff_t n, int *finite);
@@ -46,11 +53,12 @@ typedef double (*rtrl_step_sumsq_fn)(float *y, float a, const float *x, ptrdiff_
 typedef struct {
     rtrl_product_fn product;
     rtrl_epilogue_fn epilogue;
+    rtrl_sens_fn sens;      /* product and fused pass, one column slice at a time */
     rtrl_matvec_fn matvec;
     rtrl_scale_add_fn scale_add;
     rtrl_scaled_fn scaled;
     rtrl_sumsq_fn sumsq;
-    rtrl_adam_fn adam;
+    rtrl_adam_fn adam;      /* Adam's step and the check of its result, one pass */
     rtrl_trace_grad_fn trace_grad;    /* a SnAp-1 row and its gradient, one pass */
     rtrl_step_sumsq_fn step_sumsq;    /* y += a x and the check of y, one pass */
     rtrl_peak_fn peak;      /* the benchmark's register-only multiply-adds */
@@ -59,7 +67,8 @@ typedef struct {
 } rtrl_kernels;
 
 #define RTRL_KERNELS(SUFFIX, NAME, VL, ACC) { \
-    rtrl_product_##SUFFIX, rtrl_epilogue_##SUFFIX, rtrl_matvec_##SUFFIX, \
+    rtrl_product_##SUFFIX, rtrl_epilogue_##SUFFIX, rtrl_sens_##SUFFIX, \
+    rtrl_matvec_##SUFFIX, \
     rtrl_scale_add_##SUFFIX, rtrl_scaled_##SUFFIX, rtrl_sumsq_##SUFFIX, \
     rtrl_adam_##SUFFIX, rtrl_trace_grad_##SUFFIX, rtrl_step_sumsq_##SUFFIX, \
     rtrl_peak_##SUFFIX, 2 * (VL) * (ACC), NAME }
@@ -79,6 +88,7 @@ typedef struct {
 #else
 #define RTRL_NV 2            /* 16 SSE registers */
 #endif
+#define RTRL_MR 6            /* 6 x NV accumulators: 12 of 16, 24 of 32 registers */
 #define RTRL_PEAK_ACC RTRL_BASE_PEAK_ACC
 #define RTRL_SUFFIX base
 #define RTRL_TARGET
@@ -89,6 +99,7 @@ typedef struct {
 
 #define RTRL_VL 8
 #define RTRL_NV 2
+#define RTRL_MR 6            /* 12 accumulators, 2 loads, 1 broadcast: 15 of 16 */
 #define RTRL_PEAK_ACC 12
 #define RTRL_SUFFIX avx2
 #define RTRL_TARGET __attribute__((target("avx2,fma")))
@@ -96,6 +107,7 @@ typedef struct {
 
 #define RTRL_VL 16
 #define RTRL_NV 4
+#define RTRL_MR 6            /* 24 accumulators, 4 loads, 1 broadcast: 29 of 32 */
 #define RTRL_PEAK_ACC 24
 #define RTRL_SUFFIX avx512
 #define RTRL_TARGET __attribute__((target("avx512f")))

@@ -2,6 +2,8 @@
  * update, and of the fused pass that follows it.  Included by _tile.h once per instruction set, with
  *   RTRL_VL      floats per vector,
  *   RTRL_NV      vectors per tile row (tile width = RTRL_NV * RTRL_VL columns),
+ *   RTRL_MR      rows per tile (RTRL_MR * RTRL_NV accumulators, plus RTRL_NV
+ *                loaded vectors and one broadcast, must fit the registers),
  *   RTRL_SUFFIX  name suffix,
  *   RTRL_TARGET  function attribute selecting the instruction set (may be empty).
  *
@@ -19,6 +21,10 @@
 #define RTRL_STORE RTRL_CAT(rtrl_store, RTRL_SUFFIX)
 #define RTRL_TILE RTRL_CAT(rtrl_tile, RTRL_SUFFIX)
 #define RTRL_PRODUCT RTRL_CAT(rtrl_product, RTRL_SUFFIX)
+#define RTRL_COLUMN RTRL_CAT(rtrl_column, RTRL_SUFFIX)
+#define RTRL_SENS RTRL_CAT(rtrl_sens, RTRL_SUFFIX)
+#define RTRL_TILE_SENS RTRL_CAT(rtrl_tile_sens, RTRL_SUFFIX)
+#define RTRL_COLUMN_SENS RTRL_CAT(rtrl_column_sens, RTRL_SUFFIX)
 #define RTRL_EPILOGUE RTRL_CAT(rtrl_epilogue, RTRL_SUFFIX)
 
 typedef float RTRL_VEC __attribute__((vector_size(4 * RTRL_VL)));
@@ -43,7 +49,7 @@ RTRL_TARGET static inline __attribute__((always_inline)) void
 RTRL_TILE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
           float *out, int ldo, const int MR, const int NV)
 {
-    RTRL_VEC acc[4][RTRL_NV];
+    RTRL_VEC acc[RTRL_MR][RTRL_NV];
     for (int r = 0; r < MR; ++r)
         for (int v = 0; v < NV; ++v)
             acc[r][v] = (RTRL_VEC){0};
@@ -63,6 +69,30 @@ RTRL_TILE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
             RTRL_STORE(out + (ptrdiff_t)r * ldo + v * RTRL_VL, acc[r][v]);
 }
 
+/* Rows 0..n_rows-1 of one column slice (NV vectors wide): full RTRL_MR-row
+ * tiles, then the remainder in tiles of 4, 2 and 1 rows, each with its
+ * accumulators in registers. */
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_COLUMN(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_rows,
+            int n_inner, float *out, int ldo, const int NV)
+{
+    int k = 0;
+    for (; k + RTRL_MR <= n_rows; k += RTRL_MR)
+        RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b, ldb, n_inner,
+                  out + (ptrdiff_t)k * ldo, ldo, RTRL_MR, NV);
+#if RTRL_MR > 4
+    for (; k + 4 <= n_rows; k += 4)
+        RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b, ldb, n_inner,
+                  out + (ptrdiff_t)k * ldo, ldo, 4, NV);
+#endif
+    for (; k + 2 <= n_rows; k += 2)
+        RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b, ldb, n_inner,
+                  out + (ptrdiff_t)k * ldo, ldo, 2, NV);
+    for (; k < n_rows; ++k)
+        RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b, ldb, n_inner,
+                  out + (ptrdiff_t)k * ldo, ldo, 1, NV);
+}
+
 RTRL_TARGET static void
 RTRL_PRODUCT(const float *w, int ldw, const float *b, ptrdiff_t ldb,
              int n_rows, int n_inner, int width, float *out, int ldo)
@@ -71,24 +101,10 @@ RTRL_PRODUCT(const float *w, int ldw, const float *b, ptrdiff_t ldb,
     int c = 0;
     /* Column tiles outermost: the n_inner x tile slice of b stays in L1 while
      * every row group of w passes over it. */
-    for (; c + tile <= width; c += tile) {
-        int k = 0;
-        for (; k + 4 <= n_rows; k += 4)
-            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
-                      out + (ptrdiff_t)k * ldo + c, ldo, 4, RTRL_NV);
-        for (; k < n_rows; ++k)
-            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
-                      out + (ptrdiff_t)k * ldo + c, ldo, 1, RTRL_NV);
-    }
-    for (; c < width; c += RTRL_VL) {   /* leftover columns, one vector wide */
-        int k = 0;
-        for (; k + 4 <= n_rows; k += 4)
-            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
-                      out + (ptrdiff_t)k * ldo + c, ldo, 4, 1);
-        for (; k < n_rows; ++k)
-            RTRL_TILE(w + (ptrdiff_t)k * ldw, ldw, b + c, ldb, n_inner,
-                      out + (ptrdiff_t)k * ldo + c, ldo, 1, 1);
-    }
+    for (; c + tile <= width; c += tile)
+        RTRL_COLUMN(w, ldw, b + c, ldb, n_rows, n_inner, out + c, ldo, RTRL_NV);
+    for (; c < width; c += RTRL_VL)     /* leftover columns, one vector wide */
+        RTRL_COLUMN(w, ldw, b + c, ldb, n_rows, n_inner, out + c, ldo, 1);
 }
 
 /* The fused pass over one column block after the product (DESIGN §3.2):
@@ -121,6 +137,131 @@ RTRL_EPILOGUE(float *p, ptrdiff_t ldp, const float *t, int ldt, int n_rows,
             for (; j < width; ++j)
                 row[j] = d * trow[j];
         }
+    }
+}
+
+/* One MR-row tile of the sensitivity update, from a packed column slice b
+ * (n_inner x ldb, contiguous) straight into p: p[r, :] = d[r] * (w[r, :] @ b)
+ * for r < MR, and gacc += c[r] * p[r, :] (if contract).  Only the first
+ * `cols` columns are written (fewer than the tile only at the end of P). */
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_TILE_SENS(const float *w, int ldw, const float *b, int ldb, int n_inner, float *p,
+               ptrdiff_t ldp, const float *d, const float *c, int contract,
+               RTRL_VEC *gacc, int cols, const int MR, const int NV)
+{
+    RTRL_VEC acc[RTRL_MR][RTRL_NV];
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v)
+            acc[r][v] = (RTRL_VEC){0};
+    for (int l = 0; l < n_inner; ++l) {
+        const float *brow = b + (ptrdiff_t)l * ldb;
+        RTRL_VEC bv[RTRL_NV];
+        for (int v = 0; v < NV; ++v)
+            bv[v] = RTRL_LOAD(brow + v * RTRL_VL);
+        for (int r = 0; r < MR; ++r) {
+            const float wr = w[(ptrdiff_t)r * ldw + l];
+            for (int v = 0; v < NV; ++v)
+                acc[r][v] += wr * bv[v];
+        }
+    }
+    for (int r = 0; r < MR; ++r) {
+        float *row = p + (ptrdiff_t)r * ldp;
+        for (int v = 0; v < NV; ++v) {
+            RTRL_VEC val = d[r] * acc[r][v];
+            if (contract)
+                gacc[v] += c[r] * val;
+            if (cols >= NV * RTRL_VL)
+                RTRL_STORE(row + v * RTRL_VL, val);
+            else
+                for (int q = 0; q < RTRL_VL; ++q)
+                    if (v * RTRL_VL + q < cols)
+                        row[v * RTRL_VL + q] = val[q];
+        }
+    }
+}
+
+/* The sensitivity update of one column slice (NV vectors wide) of p, whose
+ * old values were packed into b: every row group, then g += c^T p. */
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_COLUMN_SENS(const float *w, int ldw, const float *b, int n, float *p, ptrdiff_t ldp,
+                 const float *dphi, const float *c, float *g, int contract, int cols,
+                 const int NV)
+{
+    const int ldb = NV * RTRL_VL;
+    RTRL_VEC gacc[RTRL_NV];
+    for (int v = 0; v < NV; ++v)
+        gacc[v] = (RTRL_VEC){0};
+    int k = 0;
+#define RTRL_ROWS_(MRC) \
+    RTRL_TILE_SENS(w + (ptrdiff_t)k * ldw, ldw, b, ldb, n, p + (ptrdiff_t)k * ldp, ldp, \
+                   dphi + k, c + k, contract, gacc, cols, MRC, NV)
+    for (; k + RTRL_MR <= n; k += RTRL_MR)
+        RTRL_ROWS_(RTRL_MR);
+#if RTRL_MR > 4
+    for (; k + 4 <= n; k += 4)
+        RTRL_ROWS_(4);
+#endif
+    for (; k + 2 <= n; k += 2)
+        RTRL_ROWS_(2);
+    for (; k < n; ++k)
+        RTRL_ROWS_(1);
+#undef RTRL_ROWS_
+    if (!contract)
+        return;
+    for (int v = 0; v < NV; ++v) {
+        if (cols >= NV * RTRL_VL) {
+            RTRL_STORE(g + v * RTRL_VL, RTRL_LOAD(g + v * RTRL_VL) + gacc[v]);
+        } else {
+            for (int q = 0; q < RTRL_VL; ++q)
+                if (v * RTRL_VL + q < cols)
+                    g[v * RTRL_VL + q] += gacc[v][q];
+        }
+    }
+}
+
+/* Copy columns [0, width) of n rows of p (row stride ldp) into b (row stride
+ * width), and ask for the next slice's lines, which the product of this one
+ * then hides. */
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_CAT(rtrl_pack, RTRL_SUFFIX)(const float *p, ptrdiff_t ldp, int n, int width,
+                                 int prefetch, float *b)
+{
+    for (int l = 0; l < n; ++l) {
+        const float *row = p + (ptrdiff_t)l * ldp;
+        for (int j = 0; j < width; j += RTRL_VL)
+            RTRL_STORE(b + (ptrdiff_t)l * width + j, RTRL_LOAD(row + j));
+        if (prefetch)
+            for (int j = 0; j < width; j += 16)
+                __builtin_prefetch(row + width + j, 0, 3);
+    }
+}
+
+/* The whole sensitivity update of a range of columns, in place (DESIGN §3.2):
+ *   p[:, j] <- dphi * (w @ p[:, j]);  g[j] += c^T p[:, j]  (if contract)
+ * for j < width (a multiple of RTRL_VL; only j < wreal is written: the rest
+ * is the row stride's zero padding, and g past it is not this update's).
+ * One column slice of the tile's width at a time: its old values are packed
+ * into t (n_rows x tile floats, contiguous, where a strided slice of P would
+ * fall into a few cache sets), then every row group's product is scaled,
+ * stored and contracted straight from the registers (the packing of
+ * Goto & van de Geijn, 2008).  Scratch t: n_rows * RTRL_NV * RTRL_VL floats. */
+RTRL_TARGET static void
+RTRL_SENS(const float *w, int ldw, float *p, ptrdiff_t ldp, int n_rows, int width,
+          int wreal, const float *dphi, const float *c, float *g, int contract, float *t)
+{
+    const int tile = RTRL_NV * RTRL_VL;
+    int j = 0;
+    for (; j + tile <= width; j += tile) {
+        RTRL_CAT(rtrl_pack, RTRL_SUFFIX)(p + j, ldp, n_rows, tile, j + 2 * tile <= width, t);
+        if (j < wreal)
+            RTRL_COLUMN_SENS(w, ldw, t, n_rows, p + j, ldp, dphi, c, g + j, contract,
+                             wreal - j, RTRL_NV);
+    }
+    for (; j < width; j += RTRL_VL) {
+        RTRL_CAT(rtrl_pack, RTRL_SUFFIX)(p + j, ldp, n_rows, RTRL_VL, 0, t);
+        if (j < wreal)
+            RTRL_COLUMN_SENS(w, ldw, t, n_rows, p + j, ldp, dphi, c, g + j, contract,
+                             wreal - j, 1);
     }
 }
 
@@ -258,12 +399,15 @@ RTRL_CAT(rtrl_step_sumsq, RTRL_SUFFIX)(float *y, float a, const float *x, ptrdif
 }
 
 /* Adam's element update (Kingma & Ba 2015), g scaled by `scale`:
- * m1 = b1 m1 + (1-b1) g;  m2 = b2 m2 + (1-b2) g^2;  theta -= lr m1 / (sqrt(m2) + eps) */
-RTRL_TARGET static void
+ * m1 = b1 m1 + (1-b1) g;  m2 = b2 m2 + (1-b2) g^2;  theta -= lr m1 / (sqrt(m2) + eps)
+ * and the new theta's sum of squares with *finite as rtrl_sumsq's: the step
+ * and the check of its result in one pass. */
+RTRL_TARGET static double
 RTRL_CAT(rtrl_adam, RTRL_SUFFIX)(float *theta, float *m1, float *m2, const float *g,
                                  ptrdiff_t n, float scale, float b1, float b2,
-                                 float lr, float eps)
+                                 float lr, float eps, int *finite)
 {
+    RTRL_VEC acc = {0}, zero = {0};
     ptrdiff_t j = 0;
     for (; j + RTRL_VL <= n; j += RTRL_VL) {
         RTRL_VEC gv = scale * RTRL_LOAD(g + j);
@@ -274,14 +418,23 @@ RTRL_CAT(rtrl_adam, RTRL_SUFFIX)(float *theta, float *m1, float *m2, const float
             root[k] = __builtin_sqrtf(b[k]);
         RTRL_STORE(m1 + j, a);
         RTRL_STORE(m2 + j, b);
-        RTRL_STORE(theta + j, RTRL_LOAD(theta + j) - lr * a / (root + eps));
+        RTRL_VEC t = RTRL_LOAD(theta + j) - lr * a / (root + eps);
+        RTRL_STORE(theta + j, t);
+        acc += t * t;
+        zero += t * 0.0f;
     }
+    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(acc);
+    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(zero);
     for (; j < n; ++j) {
         float gi = scale * g[j];
         m1[j] = b1 * m1[j] + (1.0f - b1) * gi;
         m2[j] = b2 * m2[j] + (1.0f - b2) * gi * gi;
         theta[j] -= lr * m1[j] / (__builtin_sqrtf(m2[j]) + eps);
+        sum += (double)theta[j] * theta[j];
+        zs += theta[j] * 0.0f;
     }
+    *finite = zs == 0.0f;
+    return sum;
 }
 
 /* The core's peak multiply-add rate at this vector width, for the benchmark
@@ -314,6 +467,11 @@ RTRL_CAT(rtrl_peak, RTRL_SUFFIX)(long iters, float a_, float b_)
 #undef RTRL_STORE
 #undef RTRL_TILE
 #undef RTRL_PRODUCT
+#undef RTRL_COLUMN
+#undef RTRL_SENS
+#undef RTRL_TILE_SENS
+#undef RTRL_COLUMN_SENS
+#undef RTRL_MR
 #undef RTRL_VL
 #undef RTRL_NV
 #undef RTRL_SUFFIX

@@ -12,6 +12,10 @@ cdef extern from "_tile.h" nogil:
     ctypedef void (*rtrl_epilogue_fn)(float *p, Py_ssize_t ldp, const float *t, int ldt,
                                       int n_rows, int width, const float *dphi,
                                       const float *c, float *g, int contract) noexcept nogil
+    ctypedef void (*rtrl_sens_fn)(const float *w, int ldw, float *p, Py_ssize_t ldp,
+                                  int n_rows, int width, int wreal, const float *dphi,
+                                  const float *c, float *g, int contract,
+                                  float *t) noexcept nogil
     ctypedef void (*rtrl_matvec_fn)(const float *w, Py_ssize_t ldw, const float *x,
                                     int rows, int cols, float *out) noexcept nogil
     ctypedef void (*rtrl_scale_add_fn)(float *y, float a, const float *x, float b,
@@ -19,9 +23,9 @@ cdef extern from "_tile.h" nogil:
     ctypedef void (*rtrl_scaled_fn)(float *y, float a, const float *x,
                                     Py_ssize_t n) noexcept nogil
     ctypedef double (*rtrl_sumsq_fn)(const float *x, Py_ssize_t n, int *finite) noexcept nogil
-    ctypedef void (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
-                                  Py_ssize_t n, float scale, float b1, float b2, float lr,
-                                  float eps) noexcept nogil
+    ctypedef double (*rtrl_adam_fn)(float *theta, float *m1, float *m2, const float *g,
+                                    Py_ssize_t n, float scale, float b1, float b2,
+                                    float lr, float eps, int *finite) noexcept nogil
     ctypedef float (*rtrl_peak_fn)(long iters, float a, float b) noexcept nogil
     ctypedef double (*rtrl_trace_grad_fn)(float *p, float a, const float *z, float b, float c,
                                           float *g, Py_ssize_t n, int *finite) noexcept nogil
@@ -30,11 +34,12 @@ cdef extern from "_tile.h" nogil:
     ctypedef struct rtrl_kernels:
         rtrl_product_fn product     # out = W @ panel, register-blocked
         rtrl_epilogue_fn epilogue   # the fused pass after it
+        rtrl_sens_fn sens           # both, one column slice at a time (RTRL's update)
         rtrl_matvec_fn matvec       # out = W @ x
         rtrl_scale_add_fn scale_add # y = a y + b x
         rtrl_scaled_fn scaled       # y = a x
         rtrl_sumsq_fn sumsq         # sum x^2, all finite?
-        rtrl_adam_fn adam           # Adam's element update
+        rtrl_adam_fn adam           # Adam's element update; sum theta^2, all finite?
         rtrl_trace_grad_fn trace_grad   # p = a p + b z; g = c p; sum g^2, one pass
         rtrl_step_sumsq_fn step_sumsq   # y += a x; sum y^2, one pass
         rtrl_peak_fn peak           # register-only multiply-adds (the benchmark's peak)
@@ -43,8 +48,20 @@ cdef extern from "_tile.h" nogil:
     const rtrl_kernels *rtrl_kernels_named(const char *name)
     const rtrl_kernels *rtrl_kernels_best()
     int RTRL_MAX_VL
+    int RTRL_MAX_TILE
     unsigned int rtrl_fpu_enter()
     void rtrl_fpu_leave(unsigned int old)
+
+
+cdef extern from "_pool.h" nogil:
+    ctypedef void (*rtrl_task_fn)(void *arg, int part, int parts) noexcept nogil
+    ctypedef struct rtrl_pool:
+        pass
+    rtrl_pool *rtrl_pool_new(int parts)
+    void rtrl_pool_run(rtrl_pool *pool, rtrl_task_fn task, void *arg)
+    void rtrl_pool_free(rtrl_pool *pool)
+    void rtrl_pool_share(Py_ssize_t total, Py_ssize_t unit, int part, int parts,
+                         Py_ssize_t *lo, Py_ssize_t *hi)
 
 
 # cells
@@ -90,7 +107,9 @@ ctypedef struct RNN:
     Py_ssize_t n_params   # all parameters
     Py_ssize_t n_core     # parameters before the readout: W_out = theta + n_core
     Py_ssize_t ldp        # row stride of P in floats (multiple of RTRL_MAX_VL)
-    int nb                # column block width of the RTRL sensitivity update
+    int threads           # parts the n^4 term is split into (1: no pool)
+    rtrl_pool *pool       # the model's workers when threads > 1, else NULL
+    bint task_contract    # `contract` of the task the pool is running
     int window            # TBPTT truncation k
     int ring_width        # floats per step in ring_d: n (Elman), 5n (GRU)
     Py_ssize_t p_size     # floats in the learner's sensitivity buffer P
@@ -173,7 +192,8 @@ ctypedef struct RNN:
     float *e              # (o,)  yn - y_normalised
     float *x_in           # (m,)  staged raw input
     float *y_in           # (o,)  staged raw target
-    float *tmp            # product block (rtrl: n4 x nb; snap2: largest |S_i| x ld_i)
+    float *tmp            # product scratch (rtrl: threads x n4 x RTRL_MAX_TILE, one
+                          # block per thread; snap2: largest |S_i| x ld_i)
     float *wsub           # snap2: W_rec restricted to S_i
     float *dsub           # snap2: tanh' on S_i
     float *csub           # snap2: c on S_i

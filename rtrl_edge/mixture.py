@@ -414,7 +414,7 @@ class Mixture:
                 if not isinstance(m, RNNMember):
                     continue
                 prefix = f"net{i}:"
-                cfg = json.loads(json.dumps(dict(m.net.config, rec_mask=False)))
+                cfg = m.net._saved_config()
                 load(prefix + "config", "<U%d" % len(json.dumps(cfg, sort_keys=True)), ())
 
                 def prefixed(name, dtype, shape, max_items=None, _p=prefix):
@@ -432,7 +432,7 @@ class Mixture:
             prefix = f"net{i}:"
             sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             stored = json.loads(str(sub["config"]))
-            if stored != json.loads(json.dumps(dict(m.net.config, rec_mask=False))):
+            if stored != m.net._saved_config():
                 raise CheckpointError(f"{where}: member {i}'s model configuration does not "
                                       f"match the mixture's")
             _check_values(sub, m.net.config, where)

@@ -26,6 +26,7 @@ _LOSS_BEFORE_OPTION = "mse"        # and before `loss` existed
 # Names of the counters that are part of the model's state (saved, restored,
 # and compared by `snapshot`).  `rejected_inputs` is kept apart on purpose: a
 # rejected input must change nothing but that count.
+MAX_THREADS = 64              # bound of `threads` (workers are started at construction)
 _EXTRA = checkpoint.EXTRA     # prefix of caller-provided arrays in a checkpoint
 _STATE_COUNTERS = ("steps", "updates", "divergence_recoveries", "trace_resets",
                    "optimizer_steps", "traces_stale", "lr_backoff")
@@ -172,6 +173,18 @@ class OnlineRNN:
         zero (their gradient is zero).  snap2 uses the mask as its structure.
     rec_mask : bool array (n_hidden, n_hidden)
         An explicit mask instead of ``rec_density`` (True = weight kept).
+    threads : int, default 1
+        Split exact RTRL's n^4 term (``learner="rtrl"``, Elman and GRU
+        cells) across this many cores: the model starts ``threads - 1``
+        worker threads once, here, and each step hands them a share of the
+        columns of P; deleting the model stops and joins them.  Results are
+        bit-identical to ``threads=1`` (each column of P is updated from that
+        column alone).  Plain POSIX threads, so ``OMP_NUM_THREADS`` and BLAS
+        settings do not change it.  The other learners and the diag cell
+        accept it and run in the calling thread: their passes over the
+        weights take less time than a hand-off to another core
+        (``benchmarks/bench_step.py``).  A runtime setting, not part of the
+        learnt model: checkpoints do not store it (``load(threads=...)``).
 
     Divergence guard
     ----------------
@@ -200,19 +213,18 @@ class OnlineRNN:
     and int64 ones; ``memory_layout`` lists every buffer and ``rtrl_edge.plan``
     sizes any configuration without building it.  For ``learner="rtrl"``,
     ``cell="elman"``, no mask, with ``K = n + m + 1``, ``p = n*K + o*n + o`` parameters,
-    ``ldp = ceil(n*K / 16) * 16``, ``n4 = ceil(n / 4) * 4``,
-    ``nb = min(ldp, ceil(max(8192 // n4, 64) / 16) * 16)`` and ``k`` optimiser
-    moments (0 for sgd, 1 for momentum, 2 for adam)::
+    ``ldp = ceil(n*K / 16) * 16``, ``n4 = ceil(n / 4) * 4``, ``t = threads``
+    and ``k`` optimiser moments (0 for sgd, 1 for momentum, 2 for adam)::
 
         memory_bytes = 4 * (n*ldp            # sensitivities P
-                            + n4*nb          # product block scratch
+                            + 64*n4*t        # product scratch, one per thread
                             + (3 + k)*p      # params, gradient, last good params, moments
                             + 4*n + K + m + 3*o   # h, dphi, c, h copy, z, x, yn, e, y
                             + 16)            # alignment slack
                      + 8 * (2*m + 2*o + 2)   # normaliser means, variances, counts
 
-    For n = 32, m = 8, o = 1 with sgd that is 217,788 bytes,
-    of which P is 167,936.  The other learners replace ``n*ldp + n4*nb`` by
+    For n = 32, m = 8, o = 1 with sgd that is 193,212 bytes,
+    of which P is 167,936 (one thread).  The other learners replace ``n*ldp + 64*n4*t`` by
     their own state: snap1 ``n*K`` (J); snap2 ``sum_i |S_i| ld_i`` plus a
     small block of scratch and its int64 index sets (``_layout.snap2_structure``);
     uoro ``n*K + 3*n`` floats and 2 int64; tbptt ``window*(K + n) + 2*n`` floats
@@ -230,7 +242,8 @@ class OnlineRNN:
                  normalize: bool = False, seed: int = 0, init: str = "gaussian",
                  cell: str = "elman", loss: str = "mse", window: Optional[int] = None,
                  rec_density: Optional[float] = None, rec_mask=None, beta1: float = 0.9,
-                 beta2: float = 0.999, adam_eps: float = 1e-8, norm_window: int = 10_000):
+                 beta2: float = 0.999, adam_eps: float = 1e-8, norm_window: int = 10_000,
+                 threads: int = 1):
         n_in = _check_int("n_in", n_in, 1)
         n_hidden = _check_int("n_hidden", n_hidden, 1)
         n_out = _check_int("n_out", n_out, 1)
@@ -273,6 +286,9 @@ class OnlineRNN:
                 raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
         adam_eps = _check_float("adam_eps", adam_eps)
         norm_window = _check_int("norm_window", norm_window, 1)
+        threads = _check_int("threads", threads, 1)
+        if threads > MAX_THREADS:
+            raise ValueError(f"threads must be at most {MAX_THREADS}, got {threads}")
 
         self._config = dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, learner=learner,
                             optimizer=optimizer, lr=lr, clip=clip,
@@ -281,7 +297,7 @@ class OnlineRNN:
                             rec_density=None if rec_density is None else float(rec_density),
                             rec_mask=None if rec_mask is None else mask.copy(),
                             beta1=float(beta1), beta2=float(beta2), adam_eps=adam_eps,
-                            norm_window=norm_window)
+                            norm_window=norm_window, threads=threads)
         self._mask = mask
         self._core = self._make_core(self._config, mask)
         self._params = self._param_views(self._core, self._config)
@@ -311,7 +327,8 @@ class OnlineRNN:
                 np.ones((n, n), bool) if mask is None else mask, m, cfg["cell"])
         buffers = _layout.layout(n, m, cfg["n_out"], cell=cfg["cell"],
                                  learner=cfg["learner"], optimizer=cfg["optimizer"],
-                                 window=cfg["window"], mask=mask, snap2=structure)
+                                 window=cfg["window"], mask=mask, snap2=structure,
+                                 threads=cfg.get("threads", 1))
         return buffers, structure
 
     @classmethod
@@ -358,6 +375,8 @@ class OnlineRNN:
     loss = property(lambda self: self._config["loss"],
                     doc='The loss: "mse" (regression) or "softmax" (classification).')
     optimizer = property(lambda self: self._config["optimizer"])
+    threads = property(lambda self: self._config["threads"],
+                       doc="Cores exact RTRL's n^4 term is split across (see the class doc).")
 
     @property
     def rec_mask(self) -> Optional[np.ndarray]:
@@ -623,19 +642,26 @@ class OnlineRNN:
         if self._mask is not None:
             arrays["rec_mask"] = self._mask.copy()
         # the mask is an array: stored beside the JSON configuration
-        config = dict(self._config, rec_mask=self._config["rec_mask"] is not None)
-        arrays["config"] = np.array(json.dumps(config, sort_keys=True))
+        arrays["config"] = np.array(json.dumps(self._saved_config(), sort_keys=True))
         return arrays
 
-    @classmethod
-    def load(cls, path, *, key: Optional[bytes] = None) -> "OnlineRNN":
-        """Read a model written by `save` (see `load_with_extra`)."""
-        return cls.load_with_extra(path, key=key)[0]
+    def _saved_config(self) -> dict:
+        """The configuration as checkpoints store it: JSON types, the mask as
+        a flag (the array is stored beside it), runtime settings left out."""
+        config = {k: v for k, v in self._config.items() if k not in _RUNTIME_SETTINGS}
+        config["rec_mask"] = self._config["rec_mask"] is not None
+        return json.loads(json.dumps(config))
 
     @classmethod
-    def load_with_extra(cls, path, *, key: Optional[bytes] = None):
+    def load(cls, path, *, key: Optional[bytes] = None, threads: int = 1) -> "OnlineRNN":
+        """Read a model written by `save` (see `load_with_extra`)."""
+        return cls.load_with_extra(path, key=key, threads=threads)[0]
+
+    @classmethod
+    def load_with_extra(cls, path, *, key: Optional[bytes] = None, threads: int = 1):
         """Read a model written by `save`, and the ``extra`` arrays saved with
-        it (a dict, empty if none).
+        it (a dict, empty if none).  ``threads`` is the loaded model's (the
+        file does not store it: see the class doc).
 
         The file is validated before it is trusted (`rtrl_edge.checkpoint`):
         raises FileNotFoundError if ``path`` does not exist, and
@@ -646,6 +672,7 @@ class OnlineRNN:
         non-finite parameters or state.  Memory stays bounded by the file's
         size: nothing is inflated and every size is checked first.
         """
+        threads = _check_int("threads", threads, 1)
         path = os.fspath(path)
         where = repr(path)
         found = {}
@@ -658,7 +685,8 @@ class OnlineRNN:
         arrays = checkpoint.read(path, spec, key=key)
         config, mask = found["config"], found["mask"]
         try:
-            net = cls(**dict(config, rec_mask=mask if config["rec_mask"] else None))
+            net = cls(**dict(config, rec_mask=mask if config["rec_mask"] else None,
+                             threads=threads))
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{where} holds an invalid configuration: {exc}") from None
         if (mask is None) != (net._mask is None) or (
@@ -722,6 +750,9 @@ def _p_shape(cfg) -> tuple:
         return (n, _layout.n_core(n, m, "gru"))
     return (n, n, n + m + 1)
 
+
+# `threads` is how a model runs, not what it learnt: not stored in checkpoints
+_RUNTIME_SETTINGS = ("threads",)
 
 _CONFIG_TYPES = dict(n_in=int, n_hidden=int, n_out=int, learner=str, optimizer=str,
                      lr=float, clip=(float, type(None)), normalize=bool, seed=int, init=str,

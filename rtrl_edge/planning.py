@@ -42,8 +42,8 @@ class Option(NamedTuple):
     what: str
 
 
-def _config(learner, cell, n, m, o, optimizer, rec_density, window):
-    kw = dict(learner=learner, cell=cell, optimizer=optimizer)
+def _config(learner, cell, n, m, o, optimizer, rec_density, window, threads=1):
+    kw = dict(learner=learner, cell=cell, optimizer=optimizer, threads=threads)
     if learner == "tbptt":
         kw["window"] = window
     if learner == "snap2":
@@ -59,7 +59,7 @@ def _mask(n, rec_density, seed=0):
 
 def memory_bytes(n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
                  cell: str = "elman", optimizer: str = "adam", window: int = 16,
-                 rec_density: float = 0.1) -> int:
+                 rec_density: float = 0.1, threads: int = 1) -> int:
     """Exact `memory_bytes` of a model, computed without building it (for
     snap2, with the mask that ``seed=0`` draws)."""
     mask = _mask(n_hidden, rec_density) if learner == "snap2" else None
@@ -67,7 +67,7 @@ def memory_bytes(n_in: int, n_hidden: int, n_out: int, *, learner: str = "rtrl",
     buffers = _layout.layout(n_hidden, n_in, n_out, cell=cell, learner=learner,
                              optimizer=optimizer,
                              window=window if learner == "tbptt" else None,
-                             mask=mask, snap2=structure)
+                             mask=mask, snap2=structure, threads=threads)
     return _layout.memory_bytes(buffers)
 
 
@@ -132,17 +132,20 @@ def _time_step(net, steps: int) -> float:
 
 
 def calibrate(learner: str, cell: str, n_in: int, n_out: int, *, optimizer: str = "adam",
-              window: int = 16, rec_density: float = 0.1) -> Tuple[float, float]:
+              window: int = 16, rec_density: float = 0.1,
+              threads: int = 1) -> Tuple[float, float]:
     """Fit ``step_us = a + b * work`` to timed steps of a few small models of
-    this configuration on this machine; cached for the process."""
+    this configuration on this machine (with ``threads``, so that the fit
+    holds the pool's speed-up and its hand-off cost); cached for the process."""
     from .model import OnlineRNN
-    key = (learner, cell, n_in, n_out, optimizer, window, rec_density)
+    key = (learner, cell, n_in, n_out, optimizer, window, rec_density, threads)
     if key not in _CALIBRATION:
         sizes = (8, 16, 32) if learner == "rtrl" and cell != "diag" else (16, 64, 128)
         rows = []
         for n in sizes:
             net = OnlineRNN(n_in, n, n_out, **_config(learner, cell, n, n_in, n_out,
-                                                      optimizer, rec_density, window))
+                                                      optimizer, rec_density, window,
+                                                      threads))
             us = _time_step(net, 300 if n <= 32 else 150)
             rows.append((work(n_in, n, n_out, learner=learner, cell=cell, window=window,
                               rec_density=rec_density), us))
@@ -157,7 +160,7 @@ def calibrate(learner: str, cell: str, n_in: int, n_out: int, *, optimizer: str 
 def plan(n_in: int, n_out: int, *, memory_bytes: Optional[int] = None,
          step_us: Optional[float] = None, optimizer: str = "adam", window: int = 16,
          rec_density: float = 0.1, candidates: Optional[Sequence[Tuple[str, str]]] = None,
-         sizes: Sequence[int] = SIZES) -> List[Option]:
+         sizes: Sequence[int] = SIZES, threads: int = 1) -> List[Option]:
     """For each learner/cell, the largest hidden size within the budgets.
 
     Parameters
@@ -169,8 +172,9 @@ def plan(n_in: int, n_out: int, *, memory_bytes: Optional[int] = None,
     step_us : float, optional
         Budget for the median time of one learning step, in microseconds,
         predicted by a cost model fitted on this machine (see module doc).
-    optimizer, window, rec_density :
-        As for `OnlineRNN` (window for tbptt, rec_density for snap2).
+    optimizer, window, rec_density, threads :
+        As for `OnlineRNN` (window for tbptt, rec_density for snap2; threads
+        splits exact RTRL's n^4 term, and is timed as such).
     candidates : sequence of (learner, cell), optional
         Restrict the search (default: every pair in `CANDIDATES`).
 
@@ -188,14 +192,14 @@ def plan(n_in: int, n_out: int, *, memory_bytes: Optional[int] = None,
     for learner, cell, what in chosen:
         cost = None if step_us is None else calibrate(
             learner, cell, n_in, n_out, optimizer=optimizer, window=window,
-            rec_density=rec_density)
+            rec_density=rec_density, threads=threads)
         best = None
         for n in sizes:
             if cell == "diag" and n % 2:
                 continue
             mem = globals()["memory_bytes"](n_in, n, n_out, learner=learner, cell=cell,
                                             optimizer=optimizer, window=window,
-                                            rec_density=rec_density)
+                                            rec_density=rec_density, threads=threads)
             us = float("nan") if cost is None else cost[0] + cost[1] * work(
                 n_in, n, n_out, learner=learner, cell=cell, window=window,
                 rec_density=rec_density)

@@ -81,10 +81,10 @@ def test_rss_does_not_grow_with_predict_and_unlabelled_steps(cell):
     assert after - before <= RSS_TOLERANCE_KIB, f"RSS grew by {after - before} KiB"
 
 
-def documented_memory_bytes(n_in, n_hidden, n_out, optimizer):
+def documented_memory_bytes(n_in, n_hidden, n_out, optimizer, threads=1):
     """Evaluate the formula written in the OnlineRNN docstring ("Memory").
 
-    The docstring defines K, p, ldp, n4, nb in ``name = expression`` spans and
+    The docstring defines K, p, ldp, n4, t in ``name = expression`` spans and
     then gives ``memory_bytes = ...`` as a literal block with ``#`` comments;
     both are read from the docstring itself, so the test checks the code
     against what the user is told, and follows the docstring when it changes.
@@ -93,10 +93,10 @@ def documented_memory_bytes(n_in, n_hidden, n_out, optimizer):
     section = doc[doc.index("Memory"):]
     names = {"n": n_hidden, "m": n_in, "o": n_out,
              "k": {"sgd": 0, "momentum": 1, "adam": 2}[optimizer],
-             "ceil": math.ceil, "min": min, "max": max}
+             "threads": threads, "ceil": math.ceil, "min": min, "max": max}
     definitions = re.findall(r"``(\w+) = ([^`]+)``", section)
     defined = [name for name, _ in definitions]
-    for required in ("K", "p", "ldp", "n4", "nb"):
+    for required in ("K", "p", "ldp", "n4", "t"):
         assert required in defined, f"{required} is not defined in the docstring: {defined}"
     for name, expression in definitions:
         names[name] = eval(expression, {"__builtins__": {}}, names)
@@ -108,12 +108,14 @@ def documented_memory_bytes(n_in, n_hidden, n_out, optimizer):
 
 @pytest.mark.parametrize("n_in,n_hidden,n_out", [(1, 1, 1), (2, 8, 1), (3, 17, 2), (8, 32, 4)])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_memory_bytes_matches_documented_formula(n_in, n_hidden, n_out, optimizer):
-    net = rtrl_edge.OnlineRNN(n_in, n_hidden, n_out, learner="rtrl", optimizer=optimizer)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_memory_bytes_matches_documented_formula(n_in, n_hidden, n_out, optimizer, threads):
+    net = rtrl_edge.OnlineRNN(n_in, n_hidden, n_out, learner="rtrl", optimizer=optimizer,
+                              threads=threads)
     assert net.memory_bytes == rtrl_edge.OnlineRNN(n_in, n_hidden, n_out, learner="rtrl",
                                                    optimizer=optimizer, normalize=True,
-                                                   clip=1.0).memory_bytes
-    expected = documented_memory_bytes(n_in, n_hidden, n_out, optimizer)
+                                                   clip=1.0, threads=threads).memory_bytes
+    expected = documented_memory_bytes(n_in, n_hidden, n_out, optimizer, threads)
     assert isinstance(net.memory_bytes, int)
     assert net.memory_bytes == expected
 

@@ -94,12 +94,12 @@ def test_bytes_moved_follows_the_documented_rule(bench):
     from rtrl_edge import _layout
     n, m, o = 16, 8, 1
     total, parts, in_cache = bench.bytes_moved(rtrl_edge, m, n, o, "rtrl", "elman")
-    ldp, n4, nb = _layout.rtrl_blocking(n, m)
+    ldp, _ = _layout.rtrl_blocking(n, m)
     p = _layout.n_params(n, m, o, "elman")
     assert parts["P"] == 2 * n * ldp * 4            # sensitivities read + written
     assert parts["theta"] == 5 * p * 4 and parts["grad"] == 3 * p * 4
     assert parts["good"] == p * 4
-    assert "tmp" not in parts and in_cache["tmp (written + read per column block)"] > 0
+    assert "tmp" not in parts and in_cache["tmp (slice of P packed per column tile)"] > 0
     assert total == sum(parts.values())
     # tbptt: the gradient of the cell is read + written once per step back
     _, tb, _ = bench.bytes_moved(rtrl_edge, m, n, o, "tbptt", "elman")

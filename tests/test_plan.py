@@ -47,7 +47,7 @@ def test_time_budget_uses_the_fitted_cost_model(monkeypatch):
     """With a known cost model (a = 1 us, b = 1 ns per multiply-add), the
     chosen size is the largest whose predicted time is within the budget."""
     monkeypatch.setattr(planning, "_CALIBRATION", {})
-    key = ("snap1", "elman", 4, 2, "adam", 16, 0.1)
+    key = ("snap1", "elman", 4, 2, "adam", 16, 0.1, 1)     # ..., threads
     planning._CALIBRATION[key] = (1.0, 1e-3)
     options = rtrl_edge.plan(4, 2, step_us=40.0, candidates=[("snap1", "elman")])
     assert len(options) == 1

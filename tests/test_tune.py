@@ -403,7 +403,7 @@ def test_the_command_on_a_shipped_recording(tmp_path, capsys):
     rows = re.findall(r"^\s+(\d+)  (\w+)\s+(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d,]+)\s+-$",
                       out, re.M)
     assert [int(r[0]) for r in rows] == list(range(1, 8))
-    assert "rtrl/elman hidden 16 (45,752 bytes): over the memory budget" in out
+    assert "rtrl/elman hidden 16 (29,368 bytes): over the memory budget" in out
     s = json.loads(summary.read_text())
     best = s["candidates"][0]
     assert s["chosen"] == {k: best[k] for k in ("learner", "cell", "hidden", "lr")}

@@ -111,6 +111,73 @@ static void expect(const rtrl_kernels *k, const char *what, double got, double w
     }
 }
 
+/* The whole sensitivity update of a column range (the product and the fused
+ * pass, through the packed slice): p[:, j] <- dphi * (w @ p_old[:, j]) and
+ * g[j] += c^T p_new[:, j] for j < wreal; nothing written at or past wreal. */
+static void check_sens(const rtrl_kernels *k, int n, int width, int wreal, int contract)
+{
+    const int ldw = n + 9;
+    const ptrdiff_t ldp = width + 48;
+    float *w = malloc(sizeof(float) * n * ldw);
+    float *p = malloc(sizeof(float) * n * ldp), *p0 = malloc(sizeof(float) * n * ldp);
+    float *g = malloc(sizeof(float) * (width + 16));
+    double *gref = malloc(sizeof(double) * (width + 16));
+    float *t = calloc((size_t)((n + 3) / 4 * 4) * RTRL_MAX_TILE, sizeof(float));
+    float *dphi = calloc((size_t)n, sizeof(float)), *c = calloc((size_t)n, sizeof(float));
+    fill(w, n * ldw);
+    for (int i = 0; i < n * ldp; ++i) p[i] = p0[i] = uniform();
+    for (int j = 0; j < width + 16; ++j) gref[j] = g[j] = uniform();
+    for (int r = 0; r < n; ++r) { dphi[r] = uniform(); c[r] = uniform(); }
+    k->sens(w, ldw, p, ldp, n, width, wreal, dphi, c, g, contract, t);
+    double worst_p = 0.0, worst_g = 0.0;
+    for (int j = 0; j < width + 16; ++j) {
+        double gj = gref[j], gmag = fabs(gref[j]);
+        for (int r = 0; r < n; ++r) {
+            double ref = 0.0, mag = 0.0;
+            for (int l = 0; l < n; ++l) {
+                ref += (double)w[r * ldw + l] * p0[l * ldp + j];
+                mag += fabs((double)w[r * ldw + l] * p0[l * ldp + j]);
+            }
+            ref *= dphi[r];
+            mag *= fabs(dphi[r]);
+            float got = p[r * ldp + j];
+            if (j >= wreal) {
+                if (j < ldp && got != p0[r * ldp + j]) {
+                    printf("FAIL %s sens wrote p[%d,%d] past wreal %d\n", k->name, r, j,
+                           wreal);
+                    ++failures;
+                    goto done;
+                }
+                continue;
+            }
+            double err = fabs(got - ref) / (mag + 1e-30);
+            if (err > worst_p) worst_p = err;
+            if (contract) {
+                gj += (double)c[r] * got;
+                gmag += fabs((double)c[r] * got);
+            }
+        }
+        if (j >= wreal || !contract) {
+            if (g[j] != (float)gref[j]) {
+                printf("FAIL %s sens changed g[%d] (wreal %d, contract %d)\n", k->name, j,
+                       wreal, contract);
+                ++failures;
+                goto done;
+            }
+        } else {
+            double err = fabs(g[j] - gj) / (gmag + 1e-30);
+            if (err > worst_g) worst_g = err;
+        }
+    }
+    if (worst_p > (n + 1) * FLT_EPSILON || worst_g > 2 * (n + 1) * FLT_EPSILON) {
+        printf("FAIL %s sens n=%d width=%d wreal=%d: relative error p %.3g, g %.3g\n",
+               k->name, n, width, wreal, worst_p, worst_g);
+        ++failures;
+    }
+done:
+    free(w); free(p); free(p0); free(g); free(gref); free(t); free(dphi); free(c);
+}
+
 static void check_primitives(const rtrl_kernels *k, int n)
 {
     const int ld = n + 3;
@@ -178,13 +245,24 @@ static void check_primitives(const rtrl_kernels *k, int n)
     }
     free(g);
     for (int j = 0; j < n; ++j) { th[j] = y0[j]; m1[j] = 0.1f * x[j]; m2[j] = 0.2f; }
-    k->adam(th, m1, m2, x, n, 0.5f, 0.9f, 0.99f, 0.01f, 1e-8f);
+    double adam_sq = k->adam(th, m1, m2, x, n, 0.5f, 0.9f, 0.99f, 0.01f, 1e-8f, &finite);
+    double want_sq = 0.0;
     for (int j = 0; j < n; ++j) {
         double g = 0.5 * x[j];
         double a = 0.9 * 0.1 * x[j] + 0.1 * g, b = 0.99 * 0.2 + 0.01 * g * g;
         expect(k, "adam m1", m1[j], a, 1e-6);
         expect(k, "adam m2", m2[j], b, 1e-6);
         expect(k, "adam theta", th[j], y0[j] - 0.01 * a / (sqrt(b) + 1e-8), 1e-6);
+        want_sq += (double)th[j] * th[j];
+    }
+    expect(k, "adam sum of squares", adam_sq, want_sq, (n + 1) * FLT_EPSILON);
+    expect(k, "adam finite", finite, 1, 0);
+    if (n > 0) {
+        float keep = x[0];
+        x[0] = INFINITY;
+        k->adam(th, m1, m2, x, n, 0.5f, 0.9f, 0.99f, 0.01f, 1e-8f, &finite);
+        expect(k, "adam sees a non-finite result", finite, 0, 0);
+        x[0] = keep;
     }
     free(w); free(x); free(y); free(y0); free(out); free(th); free(m1); free(m2);
 }
@@ -239,6 +317,14 @@ int main(void)
             check_primitives(k, widths[s]);
         }
         check_primitives(k, 265);
+        static const int sens_shapes[][3] = {   /* n, width, wreal */
+            {1, 16, 1}, {3, 16, 16}, {5, 80, 77}, {6, 96, 96}, {7, 112, 100},
+            {13, 208, 201}, {32, 1312, 1312}, {33, 1376, 1370}, {64, 4672, 4672},
+        };
+        for (unsigned s = 0; s < sizeof sens_shapes / sizeof sens_shapes[0]; ++s) {
+            check_sens(k, sens_shapes[s][0], sens_shapes[s][1], sens_shapes[s][2], 0);
+            check_sens(k, sens_shapes[s][0], sens_shapes[s][1], sens_shapes[s][2], 1);
+        }
         printf("checked %s\n", k->name);
     }
     check_flush();
