@@ -452,10 +452,11 @@ class OnlineLoop:
                 + 8 * (9 * LatencyHistogram.PER_DECADE + 2))
 
     @staticmethod
-    def resume_any(path: str, *, key: Optional[bytes] = None):
+    def resume_any(path: str, *, key: Optional[bytes] = None, threads: int = 1):
         """(forecaster source, extra) from a checkpoint of any kind: an
         `AutoForecaster` or a `DelayCompensator` (restored whole), or an
-        `OnlineRNN` whose Forecaster the caller rebuilds (see `resume`).  Raises FileNotFoundError or
+        `OnlineRNN` whose Forecaster the caller rebuilds (see `resume`; it
+        runs on `threads` cores).  Raises FileNotFoundError or
         CheckpointError."""
         from .auto import AutoForecaster
         from .mixture import NotThisKind
@@ -465,18 +466,18 @@ class OnlineLoop:
             try:
                 fc, extra = DelayCompensator.load_with_extra(path, key=key)
             except NotThisKind:
-                return OnlineLoop.resume(path, key=key)
+                return OnlineLoop.resume(path, key=key, threads=threads)
         if "loop_counters" not in extra:
             raise CheckpointError(f"{path!r} holds a forecaster but no loop state: not a "
                                   f"checkpoint of rtrl-edge run")
         return fc, extra
 
     @staticmethod
-    def resume(path: str, *, key: Optional[bytes] = None):
-        """(net, extra) from a checkpoint; raises FileNotFoundError or
-        CheckpointError with what is wrong -- a corrupt checkpoint is reported,
-        never silently replaced."""
-        net, extra = OnlineRNN.load_with_extra(path, key=key)
+    def resume(path: str, *, key: Optional[bytes] = None, threads: int = 1):
+        """(net, extra) from a checkpoint, the model on `threads` cores;
+        raises FileNotFoundError or CheckpointError with what is wrong -- a
+        corrupt checkpoint is reported, never silently replaced."""
+        net, extra = OnlineRNN.load_with_extra(path, key=key, threads=threads)
         for key in ("forecast_x", "forecast_pos", "loop_counters"):
             if key not in extra:
                 raise CheckpointError(f"{path!r} holds a model but no loop state "

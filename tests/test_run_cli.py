@@ -442,3 +442,43 @@ def test_resumed_stream_is_contiguous_or_a_gap(tmp_path):
     gap.run(max_steps=n + k)
     assert same_model(resumed, contiguous.net) or same_model(resumed, gap.net), \
         "the resumed run learnt across the restart as if the stream were contiguous"
+
+
+def test_threads_split_the_model_and_a_resumed_run_may_change_them(tmp_path, monkeypatch):
+    """--threads runs exact RTRL's n^4 term on K cores: the checkpoint is the
+    one a single thread writes, bit for bit, and stores no thread count, so
+    --resume may carry on with another K (it is not a model flag)."""
+    built = []
+    init = OnlineRNN.__init__
+
+    def recording_init(self, *a, **kw):
+        init(self, *a, **kw)
+        built.append(self.threads)
+    monkeypatch.setattr(OnlineRNN, "__init__", recording_init)
+    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    base = ("--synthetic", "--hidden", "9", "--max-steps", "150", "--quiet", "--checkpoint")
+    assert run_inproc(*base, str(one))[0] == 0
+    assert run_inproc(*base, str(two), "--threads", "2")[0] == 0
+    assert built == [1, 2]
+    net1, _, _ = load_checkpoint(one)
+    net2, _, _ = load_checkpoint(two)
+    assert net2.threads == 1          # not stored: loaded with the default
+    for name, value in net1.params.items():
+        np.testing.assert_array_equal(net2.params[name], value, err_msg=name)
+    more = ("--synthetic", "--hidden", "9", "--max-steps", "300", "--quiet", "--checkpoint")
+    rc, text = run_inproc(*more, str(one), "--resume")
+    assert rc == 0, text
+    built.clear()
+    rc, text = run_inproc(*more, str(two), "--resume", "--threads", "3")
+    assert rc == 0, text
+    assert built == [3]               # the resumed model, on 3 cores
+    for name, value in load_checkpoint(one)[0].params.items():
+        np.testing.assert_array_equal(load_checkpoint(two)[0].params[name], value,
+                                      err_msg=name)
+
+
+def test_threads_must_be_a_positive_count(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.build_parser().parse_args(["run", "--synthetic", "--threads", "0"])
+    assert stop.value.code == 2
+    assert "--threads" in capsys.readouterr().err

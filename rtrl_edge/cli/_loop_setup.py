@@ -56,7 +56,7 @@ def open_checkpoint(args, path: Optional[str], key, say):
     if not args.resume:
         return None, None
     try:
-        net, extra = OnlineLoop.resume_any(path, key=key)
+        net, extra = OnlineLoop.resume_any(path, key=key, threads=getattr(args, "threads", 1))
     except (OSError, ckpt.CheckpointError) as exc:
         raise Refused(f"cannot resume: {exc}. The checkpoint was left as it is; move it "
                       f"away, or start over with --fresh (which keeps it as .bak)") from None
@@ -89,9 +89,10 @@ def inputs_of(net) -> Optional[int]:
     return net.n_state if isinstance(net, DelayCompensator) else net.n_in
 
 
-def build_forecaster(settings, channels: int, net, trace: int = 0):
+def build_forecaster(settings, channels: int, net, trace: int = 0, threads: int = 1):
     """The forecaster for a source of `channels` channels: the checkpoint's
-    (`net` from `open_checkpoint`), or a new one as `settings` say."""
+    (`net` from `open_checkpoint`), or a new one as `settings` say, its
+    model on `threads` cores (exact RTRL's n^4 term)."""
     reads = inputs_of(net)
     if net is not None and reads != channels:
         raise Refused(f"the checkpoint's model takes {reads} inputs; this source has "
@@ -114,7 +115,8 @@ def build_forecaster(settings, channels: int, net, trace: int = 0):
                             cell=settings["cell"], optimizer=settings["optimizer"],
                             lr=settings["lr"], clip=1.0, normalize=True, seed=settings["seed"],
                             window=settings["window"] if settings["learner"] == "tbptt"
-                            else None, rec_density=settings["rec_density"])
+                            else None, rec_density=settings["rec_density"],
+                            threads=threads)
         return Forecaster(net, settings["horizon"], delta=True)
     except ValueError as exc:
         raise Refused(str(exc)) from None

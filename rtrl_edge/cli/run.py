@@ -94,6 +94,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     model.add_argument("--lr", type=positive_float,
                        help=f"learning rate (default: {DEFAULTS['lr']})")
     model.add_argument("--seed", type=int, help="initialisation seed (default: 0)")
+    run.add_argument("--threads", type=positive_int, default=1, metavar="K",
+                     help="split exact RTRL's n^4 term (--learner rtrl) across K cores; how "
+                          "the model runs, not stored in checkpoints: a resumed one may use "
+                          "another K (default: 1)")
     run.add_argument("--deadline-ms", type=positive_float, default=None,
                      help="per-sample budget; slower samples are counted as misses "
                           "(default: the device's sample period)")
@@ -241,7 +245,7 @@ def _run(args, out, say, fail, source, link, net, extra, settings, key, mqtt) ->
     # the target first: the forecaster learns its change over the horizon
     inputs = [target] + [c for c in range(channels) if c != target]
     trace = 5000 if args.plot else 0
-    fc = build_forecaster(settings, channels, net, trace)
+    fc = build_forecaster(settings, channels, net, trace, threads=args.threads)
     controller = sink = None
     if has_actuator:
         dt = 1.0 / source.rate_hz

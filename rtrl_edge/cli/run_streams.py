@@ -112,7 +112,7 @@ def _build_loops(args, specs, shared, mqtt, key, say):
                           f"{source.channels} channels (0 to {source.channels - 1})")
         target = spec.get("target", inputs[0])
         ordered = [target] + [c for c in inputs if c != target]
-        fc = build_forecaster(settings, len(ordered), net)
+        fc = build_forecaster(settings, len(ordered), net, threads=getattr(ns, "threads", 1))
         deadline = args.deadline_ms
         if deadline is None and getattr(source, "rate_hz", None):
             deadline = 1000.0 / source.rate_hz
