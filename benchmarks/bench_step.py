@@ -70,6 +70,10 @@ TARGETS = (
          text="n=64: the whole step runs the n^4 term's flops at >= 75% of the core's "
               "FMA peak"),
 )
+THREADS_TARGET = dict(n=64, threads=2, threshold=1.6,
+                      text="n=64: threads=2 at least 1.6x faster per step than threads=1")
+HANDOFF_N = 2        # a model this small is all hand-off: its threads=k step less
+                     # its threads=1 step is what the pool costs per step
 
 README_INTRO = """\
 # Benchmarks
@@ -476,6 +480,69 @@ def bench_isa(rtrl_edge, sizes, *, quick, rounds, seed):
     return dict(isas=isas, rows=rows)
 
 
+def bench_threads(rtrl_edge, sizes, counts, *, quick, rounds, seed):
+    """The same exact-RTRL step with threads=1 and each k in `counts`,
+    interleaved in rounds (blocks of consecutive steps, as a stream runs
+    them), fed the same inputs; the models must end bit-identical.  A model
+    of n = HANDOFF_N measures what the pool's hand-off costs per step."""
+    counts = sorted(set([1, *counts]))
+    rows = []
+    for n in [HANDOFF_N, *sizes]:
+        reps = 60 if quick else int(min(6000, max(400, 80000 // n)))
+        block = int(math.ceil(reps / rounds))
+        warm = 20
+        xs, ys = make_data(warm + block * rounds, seed + 4)
+        nets = {k: rtrl_edge.OnlineRNN(N_IN, n, N_OUT, optimizer="sgd", lr=LR, seed=seed,
+                                       threads=k) for k in counts}
+        for k in counts:
+            time_calls(nets[k].step, xs, ys, 0, warm, np.zeros(warm, np.int64), 0)
+        samples = {k: np.zeros(block * rounds, np.int64) for k in counts}
+        for r in range(rounds):
+            for k in counts[r % len(counts):] + counts[:r % len(counts)]:
+                time_calls(nets[k].step, xs, ys, warm + r * block, block, samples[k],
+                           r * block)
+        same = all(np.array_equal(nets[k].params[name], nets[1].params[name])
+                   for k in counts for name in nets[1].params)
+        med = {k: float(np.median(samples[k])) / 1e3 for k in counts}
+        rows.append(dict(n_hidden=n, median_us=med,
+                         p99_us={k: float(np.percentile(samples[k], 99)) / 1e3
+                                 for k in counts},
+                         speedup={k: med[1] / med[k] for k in counts},
+                         identical_to_one_thread=bool(same)))
+    handoff = {k: rows[0]["median_us"][k] - rows[0]["median_us"][1] for k in counts if k > 1}
+    by_n = {r["n_hidden"]: r for r in rows[1:]}
+    t = THREADS_TARGET
+    row = by_n.get(t["n"])
+    value = None if row is None or t["threads"] not in row["speedup"] else \
+        row["speedup"][t["threads"]]
+    status = "not measured" if value is None else "met" if value >= t["threshold"] \
+        else "missed"
+    return dict(counts=counts, rows=rows[1:], handoff_us=handoff, handoff_n=HANDOFF_N,
+                target=dict(t, value=value, status=status))
+
+
+def format_threads(res):
+    counts = res["counts"]
+    head = ("| n | " + " | ".join(f"threads={k} median / p99 µs" for k in counts)
+            + " | " + " | ".join(f"speed-up x{k}" for k in counts if k > 1)
+            + " | bit-identical |")
+    lines = [head, "|" + "---|" * (2 * len(counts) + 1)]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['n_hidden']} | "
+            + " | ".join(f"{r['median_us'][k]:.1f} / {r['p99_us'][k]:.1f}" for k in counts)
+            + " | " + " | ".join(f"{r['speedup'][k]:.2f}x" for k in counts if k > 1)
+            + f" | {'yes' if r['identical_to_one_thread'] else 'NO'} |")
+    t = res["target"]
+    shown = "not measured" if t["value"] is None else f"{t['value']:.2f}x"
+    mark = {"met": "met", "missed": "MISSED"}.get(t["status"], t["status"])
+    lines += ["", f"- {t['text']}: {shown} -- **{mark}**",
+              "- the pool's hand-off, per step (median step of an n = "
+              f"{res['handoff_n']} model with threads=k less with threads=1): "
+              + ", ".join(f"k={k}: {v:.1f} µs" for k, v in res["handoff_us"].items())]
+    return "\n".join(lines)
+
+
 def format_isa(isa_result, peak=None):
     isas = isa_result["isas"]
     peak = peak or {}
@@ -662,6 +729,12 @@ def readout(result):
         "`RTRL_EDGE_ISA`), interleaved in one run; GFLOP/s counted as above:",
         "",
         format_isa(result["product_by_isa"], result["fma_peak_gflops"]),
+        "",
+        "`threads=k`: the same step with the n^4 term split over k cores by the "
+        "model's pool (each k its own model, same inputs, interleaved in blocks of "
+        "consecutive steps; the models end bit-identical):",
+        "",
+        format_threads(result["threads"]),
         "", "Environment: " + format_environment(result["environment"]),
     ])
 
@@ -786,6 +859,9 @@ def parse_args(argv):
                    help="timed calls per method and size (default: 20000 at n=8 "
                         "down to 2500 at n=64; 200 with --quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, nargs="+", default=None, metavar="K",
+                   help="thread counts to compare with threads=1 (default: 2, and the "
+                        "number of CPUs if more)")
     p.add_argument("--no-write", action="store_true",
                    help="print only; write no JSON, README block or plot")
     args = p.parse_args(argv)
@@ -797,6 +873,10 @@ def parse_args(argv):
         p.error("--rounds must be >= 1")
     if args.reps is not None and args.reps < 1:
         p.error("--reps must be >= 1")
+    if args.threads is None:
+        args.threads = sorted({2, os.cpu_count() or 1} - {1})
+    if any(not 1 <= k <= 64 for k in args.threads):
+        p.error("--threads must be between 1 and 64")
     return args
 
 
@@ -827,11 +907,16 @@ def main(argv=None):
                     quick=args.quick, rounds=args.rounds, seed=args.seed)
     print(f"  product by instruction set: done in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
+    t0 = time.perf_counter()
+    threads = bench_threads(rtrl_edge, [n for n in args.sizes if n >= 16] or args.sizes,
+                            args.threads, quick=args.quick, rounds=args.rounds,
+                            seed=args.seed)
+    print(f"  threads: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     given = list(argv) if argv is not None else sys.argv[1:]
     result = dict(benchmark="bench_step", quick=bool(args.quick),
                   command=" ".join(["python benchmarks/bench_step.py", *given]),
                   environment=env, rows=rows, targets=evaluate_targets(rows),
-                  product_by_isa=isa, fma_peak_gflops=peak)
+                  product_by_isa=isa, fma_peak_gflops=peak, threads=threads)
     text = readout(result)
     print(text)
     if not args.no_write:

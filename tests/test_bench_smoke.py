@@ -49,8 +49,18 @@ def test_quick_run_reports_positive_finite_numbers(monkeypatch, capsys):
                                                                   ["product_isa"]])
     assert all(positive_finite(g) for g in result["fma_peak_gflops"].values())
     assert {t["status"] for t in result["targets"]} <= {"met", "missed", "not measured"}
+    # threads: every count against threads=1, the models bit-identical at the end
+    threads = result["threads"]
+    assert threads["counts"][0] == 1 and 2 in threads["counts"]
+    assert [r["n_hidden"] for r in threads["rows"]] == [4, 8]
+    for r in threads["rows"]:
+        assert r["identical_to_one_thread"] is True
+        assert r["speedup"][1] == 1.0
+        assert all(positive_finite(r["median_us"][k]) for k in threads["counts"])
+    assert set(threads["handoff_us"]) == set(threads["counts"]) - {1}
+    assert threads["target"]["status"] == "not measured"      # n = 64 not run
     out = capsys.readouterr().out
-    assert "| 4 |" in out and "| 8 |" in out
+    assert "| 4 |" in out and "| 8 |" in out and "threads=2 median" in out
 
 
 def test_no_write_leaves_files_alone(monkeypatch, tmp_path):
