@@ -220,19 +220,20 @@ RTRL_COLUMN_SENS(const float *w, int ldw, const float *b, int n, float *p, ptrdi
 }
 
 /* Copy columns [0, width) of n rows of p (row stride ldp) into b (row stride
- * width), and ask for the next slice's lines, which the product of this one
- * then hides. */
+ * width), and, if `ahead` > 0, ask for the lines of the slice `ahead` floats
+ * further on: RTRL_PREFETCH slices ahead, the strided lines of P (each row
+ * on its own page) arrive while the products of the slices between run. */
 RTRL_TARGET static inline __attribute__((always_inline)) void
 RTRL_CAT(rtrl_pack, RTRL_SUFFIX)(const float *p, ptrdiff_t ldp, int n, int width,
-                                 int prefetch, float *b)
+                                 int ahead, float *b)
 {
     for (int l = 0; l < n; ++l) {
         const float *row = p + (ptrdiff_t)l * ldp;
         for (int j = 0; j < width; j += RTRL_VL)
             RTRL_STORE(b + (ptrdiff_t)l * width + j, RTRL_LOAD(row + j));
-        if (prefetch)
+        if (ahead > 0)
             for (int j = 0; j < width; j += 16)
-                __builtin_prefetch(row + width + j, 0, 3);
+                __builtin_prefetch(row + ahead + j, 0, 3);
     }
 }
 
@@ -252,7 +253,8 @@ RTRL_SENS(const float *w, int ldw, float *p, ptrdiff_t ldp, int n_rows, int widt
     const int tile = RTRL_NV * RTRL_VL;
     int j = 0;
     for (; j + tile <= width; j += tile) {
-        RTRL_CAT(rtrl_pack, RTRL_SUFFIX)(p + j, ldp, n_rows, tile, j + 2 * tile <= width, t);
+        const int ahead = j + (RTRL_PREFETCH + 1) * tile <= width ? RTRL_PREFETCH * tile : 0;
+        RTRL_CAT(rtrl_pack, RTRL_SUFFIX)(p + j, ldp, n_rows, tile, ahead, t);
         if (j < wreal)
             RTRL_COLUMN_SENS(w, ldw, t, n_rows, p + j, ldp, dphi, c, g + j, contract,
                              wreal - j, RTRL_NV);
