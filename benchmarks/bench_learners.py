@@ -20,7 +20,9 @@ n_in = 8, n = 256, n_out = 1 and at the respiratory protocol's width
 (n_in = 540, n = 128, n_out = 9).  Targets, as ratios of medians of one run:
 snap1, uoro and diag at most 2x the forward pass at n = 256; snap1 and uoro
 at most 2.5x at the protocol's width; Adam at most 1.2x the same learner's
-sgd step.
+sgd step.  Both shapes have more than 65,536 parameters, where ``threads=2``
+splits the Elman cell's passes over two cores: that sgd step is timed in the
+same rounds (the targets are on one core).
 
     pip install ".[bench]" && python benchmarks/bench_learners.py
     python benchmarks/bench_learners.py --quick --no-write     # smoke run
@@ -99,6 +101,7 @@ PASS_SHAPES = (((8, 256, 1), ("snap1", "uoro", "diag (rtrl)"), 2.0),
                ((540, 128, 9), ("snap1", "uoro"), 2.5))
 ADAM_BOUND = 1.2
 FORWARD = "numpy forward"
+THREADS = 2          # the split passes' row (rtrl_edge's threads=2; targets are per core)
 
 
 class NumpyForward:
@@ -144,6 +147,11 @@ def bench_passes(rtrl_edge, *, quick, rounds, seed):
                 net = rtrl_edge.OnlineRNN(m, n, o, optimizer=opt, lr=1e-3, clip=1.0,
                                           seed=seed, **kw)
                 calls[f"{label} {opt}"] = net.step
+            if kw.get("cell", "elman") == "elman":
+                # the same sgd step with its O(n K) passes split over two cores
+                net = rtrl_edge.OnlineRNN(m, n, o, optimizer="sgd", lr=1e-3, clip=1.0,
+                                          seed=seed, threads=THREADS, **kw)
+                calls[f"{label} sgd threads={THREADS}"] = net.step
         reps = 100 if quick else 3000
         block = max(1, reps // rounds)
         data_x = [xs[i % steps] for i in range(block * rounds + 20)]

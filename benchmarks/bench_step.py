@@ -98,7 +98,16 @@ machine noise hits all alike, BLAS forced to one thread:
 
 Sensitivity GFLOP/s of the library is counted conservatively as 2 n^3 (n+9)
 divided by the median time of the *whole* step.  Memory is `net.memory_bytes`
-against the sum of the numpy reference's arrays (`nbytes`).
+against the sum of the numpy reference's arrays (`nbytes`).  "% of FMA peak"
+divides it by the core's peak single-precision multiply-add rate, measured in
+the same run by a loop of independent FMA chains on registers alone
+(`rtrl_edge._kernels.fma_peak`).
+
+`threads=k`: the same step of models built with `threads=1` and `threads=k`
+(k = 2, and the CPU count if larger; `--threads`), fed the same inputs,
+interleaved in blocks of consecutive steps as a stream would run them; the
+models must end bit-identical.  The pool's hand-off cost is the median step
+of an n = 2 model (nothing to split) with k threads less that with one.
 
 Regenerate (seconds on a desktop CPU, a few minutes on a Pi; writes
 `results/bench_step.json`, `results/bench_step.png` if matplotlib is installed,

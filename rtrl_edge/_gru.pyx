@@ -34,7 +34,8 @@ from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
 from rtrl_edge._learners cimport draw_signs, ring_push
-from rtrl_edge._rtrl cimport part_scratch, run_parts, sens_columns
+from rtrl_edge._parts cimport run_parts
+from rtrl_edge._rtrl cimport part_scratch, sens_columns
 
 
 cdef inline float sigmoid(float v) noexcept nogil:

@@ -20,7 +20,8 @@ from libc.math cimport tanhf, sqrt, isfinite, pow, ldexp, exp, log, floor
 from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
-from rtrl_edge._rtrl cimport part_scratch, run_parts, sens_columns
+from rtrl_edge._parts cimport parts_total, run_parts
+from rtrl_edge._rtrl cimport part_scratch, sens_columns
 from rtrl_edge._learners cimport (snap1_update, snap2_update, uoro_update, tbptt_update,
                                   reset_learner)
 from rtrl_edge._diag cimport diag_forward, diag_traces
@@ -44,6 +45,11 @@ cdef enum:
     # Release the GIL around a step when it does at least this many
     # multiply-adds (releasing and retaking it costs ~0.1 us).
     GIL_RELEASE_MACS = 200000
+    # With threads > 1, the Elman cell's O(n K) passes (forward, SnAp-1 and
+    # UORO traces, optimiser step) are split too from this many parameters
+    # on: below it three hand-offs per step cost more than they save
+    # (benchmarks/bench_learners.py, "threads").
+    SPLIT_MIN_PARAMS = 65536
 
 # The divergence guard's constants (documented at "Divergence guard" below).
 cdef enum:
@@ -94,17 +100,35 @@ cdef inline void normalise_input(RNN *s, bint update) noexcept nogil:
         zx[j] = <float>((s.x_in[j] - s.x_mean[j]) / sqrt(s.x_var[j] + s.norm_eps))
 
 
+cdef inline void elman_rows(RNN *s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """h = tanh(W z), dphi = 1 - h^2 for units [lo, hi)."""
+    cdef Py_ssize_t i
+    cdef float v
+    s.simd.matvec(s.theta + lo * s.K, s.K, s.z, <int>(hi - lo), s.K, s.h + lo)
+    for i in range(lo, hi):
+        v = tanhf(s.h[i])
+        s.h[i] = v
+        s.dphi[i] = 1.0 - v * v
+
+
+cdef void elman_part(void *arg, int part, int parts) noexcept nogil:
+    """One share of the units of the forward pass (a task of the model's pool)."""
+    cdef RNN *s = <RNN *>arg
+    cdef Py_ssize_t lo, hi
+    rtrl_pool_share(s.n, 1, part, parts, &lo, &hi)
+    elman_rows(s, lo, hi)
+
+
 cdef inline void elman_forward(RNN *s) noexcept nogil:
-    """z = [h_prev; x; 1], h = tanh(W z), dphi = 1 - h^2 (DESIGN §3.1)."""
-    cdef int n = s.n, K = s.K, i
-    cdef float hi
-    memcpy(s.z, s.h, n * sizeof(float))
-    s.z[K - 1] = 1.0
-    s.simd.matvec(s.theta, K, s.z, n, K, s.h)
-    for i in range(n):
-        hi = tanhf(s.h[i])
-        s.h[i] = hi
-        s.dphi[i] = 1.0 - hi * hi
+    """z = [h_prev; x; 1], h = tanh(W z), dphi = 1 - h^2 (DESIGN §3.1); with
+    `split_passes` the units are shared among the model's threads (each
+    unit's row alone: the same result)."""
+    memcpy(s.z, s.h, s.n * sizeof(float))
+    s.z[s.K - 1] = 1.0
+    if s.split_passes:
+        run_parts(s, elman_part, False)
+    else:
+        elman_rows(s, 0, s.n)
 
 
 cdef inline void forward(RNN *s) noexcept nogil:
@@ -440,6 +464,27 @@ cdef int guard_trip(RNN *s) noexcept nogil:
     return STATUS_OK
 
 
+cdef double optimiser_step(RNN *s, Py_ssize_t lo, Py_ssize_t hi, int *finite) noexcept nogil:
+    """The optimiser's step on parameters [lo, hi), its constants in s.task_f
+    (set by apply_update); returns the new parameters' sum of squares."""
+    cdef Py_ssize_t n = hi - lo
+    if s.optimizer == OPT_SGD:
+        return s.simd.step_sumsq(s.theta + lo, s.task_f[0], s.grad + lo, n, finite)
+    if s.optimizer == OPT_MOMENTUM:
+        s.simd.scale_add(s.m1 + lo, s.beta1, s.grad + lo, s.task_f[0], n)
+        return s.simd.step_sumsq(s.theta + lo, s.task_f[1], s.m1 + lo, n, finite)
+    return s.simd.adam(s.theta + lo, s.m1 + lo, s.m2 + lo, s.grad + lo, n, s.task_f[0],
+                       s.beta1, s.beta2, s.task_f[1], s.task_f[2], finite)
+
+
+cdef void optimiser_part(void *arg, int part, int parts) noexcept nogil:
+    """One share of the parameters of `optimiser_step` (a task of the pool)."""
+    cdef RNN *s = <RNN *>arg
+    cdef Py_ssize_t lo, hi
+    rtrl_pool_share(s.n_params, RTRL_MAX_VL, part, parts, &lo, &hi)
+    s.part_sum[part] = optimiser_step(s, lo, hi, &s.part_ok[part])
+
+
 cdef int apply_update(RNN *s) noexcept nogil:
     """Refresh the restore point if due, clip by global norm, take one
     optimiser step at lr * 2**-lr_backoff; recover if the gradient or the new
@@ -474,17 +519,21 @@ cdef int apply_update(RNN *s) noexcept nogil:
         scale = s.clip / sqrt(norm2)
     # the step and the check of its result in one pass (momentum: two)
     if s.optimizer == OPT_SGD:
-        norm2 = s.simd.step_sumsq(s.theta, <float>(-lr * scale), s.grad, p, &finite)
+        s.task_f[0] = <float>(-lr * scale)
     elif s.optimizer == OPT_MOMENTUM:
-        s.simd.scale_add(s.m1, s.beta1, s.grad, <float>scale, p)
-        norm2 = s.simd.step_sumsq(s.theta, <float>-lr, s.m1, p, &finite)
+        s.task_f[0] = <float>scale
+        s.task_f[1] = <float>-lr
     else:  # Adam (Kingma & Ba 2015), bias-corrected step size
         s.opt_t += 1
         bc1 = 1.0 - pow(s.beta1, <double>s.opt_t)
         bc2 = 1.0 - pow(s.beta2, <double>s.opt_t)
-        norm2 = s.simd.adam(s.theta, s.m1, s.m2, s.grad, p, <float>scale, s.beta1,
-                            s.beta2, <float>(lr * sqrt(bc2) / bc1),
-                            <float>(s.adam_eps * sqrt(bc2)), &finite)
+        s.task_f[0] = <float>scale
+        s.task_f[1] = <float>(lr * sqrt(bc2) / bc1)
+        s.task_f[2] = <float>(s.adam_eps * sqrt(bc2))
+    if s.split_passes:
+        norm2 = parts_total(s, run_parts(s, optimiser_part, False), &finite)
+    else:
+        norm2 = optimiser_step(s, 0, p, &finite)
     if not finite or not norm2 <= GUARD_MAX_NORM * GUARD_MAX_NORM:
         recover(s)
         return STATUS_RECOVERED
@@ -737,11 +786,16 @@ cdef class Core:
         s.y_mean = self._ptr64("y_mean")
         s.y_var = self._ptr64("y_var")
         s.counts = self._ptr64("counts")
-        # The pool: only exact RTRL's n^4 term is split (DESIGN §4, threads).
+        # The pool (DESIGN §4, threads): exact RTRL's n^4 term, and the Elman
+        # cell's O(n K) passes of a large model.
         s.threads = 1
         threads = cfg.get("threads", 1)
-        if threads > 1 and s.learner == LEARNER_RTRL and s.cell != CELL_DIAG:
-            if self.buffers["tmp"].size < threads * ((n + 3) // 4 * 4) * RTRL_MAX_TILE:
+        s.split_passes = (threads > 1 and s.cell == CELL_ELMAN
+                          and s.n_params >= SPLIT_MIN_PARAMS)
+        if threads > 1 and ((s.learner == LEARNER_RTRL and s.cell != CELL_DIAG)
+                            or s.split_passes):
+            if s.learner == LEARNER_RTRL and s.cell != CELL_DIAG and \
+                    self.buffers["tmp"].size < threads * ((n + 3) // 4 * 4) * RTRL_MAX_TILE:
                 raise ValueError("the layout's product scratch is too small for "
                                  f"{threads} threads")
             s.pool = rtrl_pool_new(threads)

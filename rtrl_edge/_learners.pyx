@@ -13,6 +13,7 @@ from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from rtrl_edge._types cimport *
+from rtrl_edge._parts cimport parts_total, run_parts
 
 
 cdef void reset_learner(RNN *s) noexcept nogil:
@@ -33,28 +34,50 @@ cdef void reset_learner(RNN *s) noexcept nogil:
 # SnAp-1 (Menick et al. 2020; DESIGN §3.3)
 # --------------------------------------------------------------------------
 
+cdef double snap1_rows(RNN *s, Py_ssize_t lo, Py_ssize_t hi, int *all_finite) noexcept nogil:
+    """Rows [lo, hi) of SnAp-1 with the gradient: one pass per row, the trace,
+    its gradient row and that row's sum of squares (the update's clip norm
+    then needs no pass over the gradient).  Returns the rows' sum."""
+    cdef int K = s.K, finite
+    cdef Py_ssize_t k
+    cdef float d
+    cdef double total = 0.0
+    all_finite[0] = 1
+    for k in range(lo, hi):
+        d = s.dphi[k]
+        total += s.simd.trace_grad(s.P + k * K, d * s.theta[k * K + k], s.z, d, s.c[k],
+                                   s.grad + k * K, K, &finite)
+        all_finite[0] = all_finite[0] and finite
+    return total
+
+
+cdef void snap1_part(void *arg, int part, int parts) noexcept nogil:
+    """One share of the rows of `snap1_rows` (a task of the model's pool)."""
+    cdef RNN *s = <RNN *>arg
+    cdef Py_ssize_t lo, hi
+    rtrl_pool_share(s.n, 1, part, parts, &lo, &hi)
+    s.part_sum[part] = snap1_rows(s, lo, hi, &s.part_ok[part])
+
+
 cdef void snap1_update(RNN *s, bint contract) noexcept nogil:
     """J[k, j] <- dphi[k] * (W_rec[k, k] J[k, j] + z[j]);  grad W[k, j] = c[k] J[k, j].
 
     Keeps only each unit's sensitivity to its own incoming weights: memory
-    n*K, cost O(n*K).  Exact when W_rec is diagonal."""
-    cdef int n = s.n, K = s.K, k, finite
+    n*K, cost O(n*K).  Exact when W_rec is diagonal.  With `split_passes`
+    the rows are shared among the model's threads."""
+    cdef int n = s.n, K = s.K, k, finite, parts
     cdef float d
-    cdef double total = 0.0
-    cdef bint all_finite = True
     if not contract:
         for k in range(n):
             d = s.dphi[k]
             s.simd.scale_add(s.P + k * K, d * s.theta[k * K + k], s.z, d, K)
         return
-    # one pass per row: the trace, its gradient row and that row's sum of
-    # squares (the update's clip norm then needs no pass over the gradient)
-    for k in range(n):
-        d = s.dphi[k]
-        total += s.simd.trace_grad(s.P + k * K, d * s.theta[k * K + k], s.z, d, s.c[k],
-                                   s.grad + k * K, K, &finite)
-        all_finite = all_finite and finite
-    s.core_sumsq, s.core_finite, s.core_sumsq_known = total, all_finite, True
+    if s.split_passes:
+        parts = run_parts(s, snap1_part, True)
+        s.core_sumsq = parts_total(s, parts, &finite)
+    else:
+        s.core_sumsq = snap1_rows(s, 0, n, &finite)
+    s.core_finite, s.core_sumsq_known = finite, True
 
 
 # --------------------------------------------------------------------------
@@ -159,13 +182,12 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
 
     Memory and cost O(n*K).  |u| = |dphi| |z| since nu_i^2 = 1.
     """
-    cdef int n = s.n, K = s.K, i, finite
+    cdef int n = s.n, K = s.K, i, finite, parts
     cdef float *nu = s.v1
     cdef float *dh = s.v2
-    cdef double nt, ndh, nd, nz, rho0, rho1, acc, total
+    cdef double nt, ndh, nd, nz, rho0, rho1, acc
     cdef double eps = 1e-7
     cdef float r0inv
-    cdef bint all_finite
     draw_signs(s, nu)
     s.simd.matvec(s.theta, K, s.uh, n, n, dh)           # W_rec h~
     for i in range(n):
@@ -188,13 +210,39 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
     acc = 0.0
     for i in range(n):
         acc += <double>s.c[i] * s.uh[i]
-    total = 0.0
-    all_finite = True
-    for i in range(n):
-        total += s.simd.trace_grad(s.ut + i * K, r0inv, s.z, <float>(nu[i] * s.dphi[i] / rho1),
-                                   <float>acc, s.grad + i * K, K, &finite)
-        all_finite = all_finite and finite
-    s.core_sumsq, s.core_finite, s.core_sumsq_known = total, all_finite, True
+    s.task_f[0] = r0inv
+    s.task_f[2] = <float>acc
+    s.task_d[0] = rho1
+    if s.split_passes:
+        parts = run_parts(s, uoro_part, True)
+        s.core_sumsq = parts_total(s, parts, &finite)
+    else:
+        s.core_sumsq = uoro_rows(s, 0, n, &finite)
+    s.core_finite, s.core_sumsq_known = finite, True
+
+
+cdef double uoro_rows(RNN *s, Py_ssize_t lo, Py_ssize_t hi, int *all_finite) noexcept nogil:
+    """Rows [lo, hi) of theta~ <- theta~ / rho0 + u / rho1 and grad W = acc theta~,
+    with s.task_f[0] = 1 / rho0, s.task_f[2] = acc, s.task_d[0] = rho1 and
+    s.v1 = nu; returns the rows' sum of squares of the gradient."""
+    cdef int K = s.K, finite
+    cdef Py_ssize_t i
+    cdef double total = 0.0, rho1 = s.task_d[0]
+    cdef float r0inv = s.task_f[0], acc = s.task_f[2]
+    all_finite[0] = 1
+    for i in range(lo, hi):
+        total += s.simd.trace_grad(s.ut + i * K, r0inv, s.z, <float>(s.v1[i] * s.dphi[i] / rho1),
+                                   acc, s.grad + i * K, K, &finite)
+        all_finite[0] = all_finite[0] and finite
+    return total
+
+
+cdef void uoro_part(void *arg, int part, int parts) noexcept nogil:
+    """One share of the rows of `uoro_rows` (a task of the model's pool)."""
+    cdef RNN *s = <RNN *>arg
+    cdef Py_ssize_t lo, hi
+    rtrl_pool_share(s.n, 1, part, parts, &lo, &hi)
+    s.part_sum[part] = uoro_rows(s, lo, hi, &s.part_ok[part])
 
 
 # --------------------------------------------------------------------------

@@ -28,13 +28,3 @@ cdef inline void sens_columns(RNN *s, const float *a, int lda, Py_ssize_t lo, Py
         memset(s.grad + lo, 0, (real - lo) * sizeof(float))
     s.simd.sens(a, lda, s.P + lo, s.ldp, s.n, <int>(hi - lo), <int>(real - lo), s.dphi,
                 s.c, s.grad + lo, contract, t)
-
-
-cdef inline void run_parts(RNN *s, rtrl_task_fn task, bint contract) noexcept nogil:
-    """task(s, part, parts) for every part: on the pool's threads if the model
-    has one, else in this thread as the one part."""
-    s.task_contract = contract
-    if s.pool == NULL:
-        task(s, 0, 1)
-    else:
-        rtrl_pool_run(s.pool, task, s)

@@ -109,7 +109,15 @@ ctypedef struct RNN:
     Py_ssize_t ldp        # row stride of P in floats (multiple of RTRL_MAX_VL)
     int threads           # parts the n^4 term is split into (1: no pool)
     rtrl_pool *pool       # the model's workers when threads > 1, else NULL
-    bint task_contract    # `contract` of the task the pool is running
+    bint split_passes     # the O(n K) passes (forward, SnAp-1/UORO traces, the
+                          # optimiser step) are split too: threads > 1, Elman
+                          # cell, n_params >= SPLIT_MIN_PARAMS (_kernels.pyx)
+    # what the task the pool is running needs (set before each run_parts)
+    bint task_contract
+    float task_f[6]       # its scalars (see each task)
+    double task_d[2]
+    double part_sum[64]   # each part's partial sum (MAX_THREADS = 64 parts)
+    int part_ok[64]       # and whether what it summed was finite
     int window            # TBPTT truncation k
     int ring_width        # floats per step in ring_d: n (Elman), 5n (GRU)
     Py_ssize_t p_size     # floats in the learner's sensitivity buffer P

@@ -180,11 +180,16 @@ class OnlineRNN:
         columns of P; deleting the model stops and joins them.  Results are
         bit-identical to ``threads=1`` (each column of P is updated from that
         column alone).  Plain POSIX threads, so ``OMP_NUM_THREADS`` and BLAS
-        settings do not change it.  The other learners and the diag cell
-        accept it and run in the calling thread: their passes over the
-        weights take less time than a hand-off to another core
-        (``benchmarks/bench_step.py``).  A runtime setting, not part of the
-        learnt model: checkpoints do not store it (``load(threads=...)``).
+        settings do not change it.  An Elman model of at least 65,536
+        parameters also shares its O(n K) passes (forward, SnAp-1 and UORO
+        traces, optimiser step) by rows; there only the clip norm's and the
+        guard's sums are added in another order, so results agree with one
+        thread to float32 rounding.  Smaller models of the other learners,
+        and the diag and GRU cells' cheap learners, run in the calling
+        thread: a hand-off costs more than such passes
+        (``benchmarks/bench_step.py``, ``bench_learners.py``).  A runtime
+        setting, not part of the learnt model: checkpoints do not store it
+        (``load(threads=...)``).
 
     Divergence guard
     ----------------

@@ -121,8 +121,11 @@ def test_learners_benchmark_quick_run(monkeypatch):
     assert set(out["passes"]) == {"8,256,1", "540,128,9"}
     for (m, n, o), learners, _ in bench.PASS_SHAPES:
         row = out["passes"][f"{m},{n},{o}"]
-        assert set(row) == {bench.FORWARD} | {f"{l} {opt}" for l in learners
-                                             for opt in ("sgd", "adam")}
+        split = {f"{l} sgd threads={bench.THREADS}" for l in learners
+                 if bench.CONFIGS_BY_LABEL[l].get("cell", "elman") == "elman"}
+        assert split == {f"{l} sgd threads=2" for l in learners if l in ("snap1", "uoro")}
+        assert set(row) == {bench.FORWARD} | split | {f"{l} {opt}" for l in learners
+                                                     for opt in ("sgd", "adam")}
         assert all(positive_finite(v["median_us"]) for v in row.values())
     passes = out["targets"][6:]
     assert len(passes) == 2 * (3 + 2)

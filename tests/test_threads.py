@@ -87,8 +87,11 @@ def test_workers_start_once_and_are_joined_when_the_model_goes():
 
 @linux_only
 @pytest.mark.parametrize("kw", [dict(learner="snap1"), dict(learner="uoro"),
-                                dict(learner="tbptt", window=4), dict(cell="diag")])
-def test_learners_without_an_n4_term_start_no_thread(kw):
+                                dict(learner="tbptt", window=4), dict(cell="diag"),
+                                dict(cell="gru", learner="snap1")])
+def test_small_models_without_an_n4_term_start_no_thread(kw):
+    """Below SPLIT_MIN_PARAMS (65,536 parameters) a hand-off costs more than
+    the passes it would split: no pool, the calling thread does it all."""
     gc.collect()
     base = n_threads()
     net = OnlineRNN(3, 8, 1, threads=4, **kw)
@@ -96,6 +99,38 @@ def test_learners_without_an_n4_term_start_no_thread(kw):
     xs, ys = stream(3, 1, 20)
     ref = OnlineRNN(3, 8, 1, **kw)
     np.testing.assert_array_equal(run(net, xs, ys), run(ref, xs, ys))
+
+
+# n = 32 with 2,100 inputs: 68,289 parameters, above SPLIT_MIN_PARAMS
+BIG = dict(n_in=2100, n_hidden=32, n_out=2)
+
+
+@linux_only
+@pytest.mark.parametrize("kw", [dict(learner="snap1"), dict(learner="uoro"),
+                                dict(learner="tbptt", window=3), dict(learner="rtrl")])
+@pytest.mark.parametrize("optimizer,clip", [("sgd", 1e-2), ("momentum", None),
+                                            ("adam", 1e-3)])
+def test_large_models_split_their_passes_with_the_same_results(kw, optimizer, clip):
+    """Above SPLIT_MIN_PARAMS the forward pass, the SnAp-1/UORO trace rows
+    and the optimiser step are shared among the threads too.  Rows and
+    parameters are each computed as by one thread; only the clip norm and
+    the guard's sum of squares add the parts' sums in another order, so the
+    results agree to float32 rounding (1e-4 relative, as DESIGN asks)."""
+    gc.collect()
+    base = n_threads()
+    kw = dict(kw, optimizer=optimizer, clip=clip, lr=1e-2, normalize=True, seed=1)
+    one = OnlineRNN(BIG["n_in"], BIG["n_hidden"], BIG["n_out"], **kw)
+    two = OnlineRNN(BIG["n_in"], BIG["n_hidden"], BIG["n_out"], threads=2, **kw)
+    assert n_threads() == base + 1                 # the pool of `two`
+    xs, ys = stream(BIG["n_in"], BIG["n_out"], 12, seed=5)
+    np.testing.assert_allclose(run(two, xs, ys), run(one, xs, ys), rtol=1e-4, atol=1e-6)
+    for name, value in one.params.items():
+        np.testing.assert_allclose(two.params[name], value, rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+    assert two.stats == one.stats
+    del two
+    gc.collect()
+    assert n_threads() == base
 
 
 @pytest.mark.parametrize("bad,message", [
