@@ -16,22 +16,25 @@ Bytes moved per step (an estimate, from the buffers of rtrl_edge._layout)
 
     learner state  P (rtrl), J (snap1), P_blocks (snap2), traces (diag):
                    read once + written once                         2 passes
-                   uoro_theta: read for its norm, read + written by
-                   the update, read by the gradient                 4 passes
+                   uoro_theta: read for its norm, then read + written
+                   with the gradient row in the same pass           3 passes
                    ring_z, ring_d (tbptt): read once by the backward
                    pass (one slot written)                          1 pass
     tbptt extra    per step back (window of them), the cell gradient is
                    read + written (2 * n * K) and W_rec is read (n * n)
-    theta          forward read, optimiser read + write, finiteness check
-                   read, copy to the last-good buffer read          5 passes
-    grad           written by the learner, read twice by the
-                   optimiser (norm for clipping, update)            3 passes
-    good           written (last good parameters)                   1 pass
+    theta          forward read, optimiser read + write (the
+                   finiteness check sums in the same pass)          3 passes
+    grad           written by the learner, read by the norm for
+                   clipping, read by the update                     3 passes
+                   (snap1 and uoro, Elman: the norm is summed as
+                   the learner writes it)                           2 passes
+    good           the last good parameters, copied once per 64
+                   updates                                          not charged
     everything else (h, z, dphi, c, normaliser statistics, snap2 index
                    sets, ...)                                       1 pass
-    not charged    the scratch of the blocked product (rtrl, snap2: tmp,
-                   wsub) and the re-reads of W_rec per column block: they
-                   stay in L1/L2 by construction (a block is 8192 floats);
+    not charged    the scratch of the blocked product (rtrl: the packed
+                   slice of P, snap2: tmp, wsub) and the re-reads of W_rec
+                   per column tile: they stay in L1/L2 by construction;
                    the JSON lists them
     All passes are charged at the level the whole working set fits in, an
     upper bound when one buffer alone would fit a lower level between two
@@ -271,8 +274,10 @@ def layout_buffers(rtrl_edge, n_in, n, n_out, learner, cell):
 
 
 #: passes over a buffer per step (see the module doc); absent names: 1
-PASSES = {"P": 2, "J": 2, "P_blocks": 2, "traces": 2, "uoro_theta": 4,
-          "ring_z": 1, "ring_d": 1, "theta": 5, "grad": 3, "good": 1}
+PASSES = {"P": 2, "J": 2, "P_blocks": 2, "traces": 2, "uoro_theta": 3,
+          "ring_z": 1, "ring_d": 1, "theta": 3, "grad": 3, "good": 0}
+#: learners whose gradient's norm is summed as it is written (one read fewer)
+NORM_FUSED = {("snap1", "elman"), ("uoro", "elman")}
 
 
 def bytes_moved(rtrl_edge, n_in, n, n_out, learner, cell):
@@ -288,7 +293,11 @@ def bytes_moved(rtrl_edge, n_in, n, n_out, learner, cell):
     for b in buffers:
         if cell == "elman" and learner in ("rtrl", "snap2") and b.name in ("tmp", "wsub"):
             continue                                 # per block, below
-        parts[b.name] = PASSES.get(b.name, 1) * b.nbytes
+        passes = PASSES.get(b.name, 1)
+        if b.name == "grad" and (learner, cell) in NORM_FUSED:
+            passes -= 1
+        if passes:
+            parts[b.name] = passes * b.nbytes
     if cell == "elman" and learner == "rtrl":
         ldp, _ = _layout.rtrl_blocking(n, n_in)
         # each 16-column slice of P is packed into tmp, then W_rec passes over it

@@ -97,8 +97,11 @@ def test_bytes_moved_follows_the_documented_rule(bench):
     ldp, _ = _layout.rtrl_blocking(n, m)
     p = _layout.n_params(n, m, o, "elman")
     assert parts["P"] == 2 * n * ldp * 4            # sensitivities read + written
-    assert parts["theta"] == 5 * p * 4 and parts["grad"] == 3 * p * 4
-    assert parts["good"] == p * 4
+    assert parts["theta"] == 3 * p * 4 and parts["grad"] == 3 * p * 4
+    assert "good" not in parts                       # copied once per 64 updates
+    # snap1 sums the gradient's norm as it writes it: one read of grad fewer
+    _, fused, _ = bench.bytes_moved(rtrl_edge, m, n, o, "snap1", "elman")
+    assert fused["grad"] == 2 * p * 4 and fused["J"] == 2 * n * (n + m + 1) * 4
     assert "tmp" not in parts and in_cache["tmp (slice of P packed per column tile)"] > 0
     assert total == sum(parts.values())
     # tbptt: the gradient of the cell is read + written once per step back
