@@ -665,7 +665,7 @@ def evaluate_targets(rows):
 def format_table(rows):
     head = ("| n | library median / p99 µs | numpy median / p99 µs | speed-up | "
             "matmul median µs | matmul GFLOP/s | library sens. GFLOP/s | "
-            "sens. / matmul | % of FMA peak | library memory | numpy memory |")
+            "sens. / matmul | % of FMA peak (median / p1) | library memory | numpy memory |")
     sep = "|" + "---|" * 11
     lines = [head, sep]
     for r in rows:
@@ -678,7 +678,7 @@ def format_table(rows):
             f"| {r['matmul_gflops']:.1f} "
             f"| {r['library_sensitivity_gflops']:.1f} "
             f"| {100 * r['sens_over_matmul']:.0f} % "
-            f"| {100 * r['peak_fraction']:.0f} % "
+            f"| {100 * r['peak_fraction']:.0f} % / {100 * r['peak_fraction_p1']:.0f} % "
             f"| {r['library_memory_bytes'] / 1024:.1f} KiB "
             f"| {r['numpy_memory_bytes'] / 1024:.1f} KiB |")
     return "\n".join(lines)
@@ -726,7 +726,9 @@ def readout(result):
             f"{r['reference_check']['max_rel_update_err']:.1e} / "
             f"{r['reference_check']['max_rel_P_err']:.1e}" for r in rows) + ".",
         "",
-        "% of FMA peak: the n^4 term's flops per second over the step's median, against "
+        "% of FMA peak: the n^4 term's flops per second over the step's median (and, "
+        "after the slash, over its 1st percentile: the step when the machine leaves it "
+        "alone; the target is on the median), against "
         "the core's peak multiply-add rate at the same vector width, measured in this "
         "run by a register-only loop of independent FMA chains (`_kernels.fma_peak`): "
         + ", ".join(f"{isa} {g:.1f} GFLOP/s" for isa, g in result["fma_peak_gflops"].items())
@@ -911,6 +913,11 @@ def main(argv=None):
     peak = {isa: max(peak[isa], after[isa]) for isa in isas}
     for row in rows:
         row["peak_fraction"] = row["library_sensitivity_gflops"] / peak[env["product_isa"]]
+        # the same at the step's 1st percentile: what the kernel does when the
+        # shared machine leaves it alone (the target is on the median)
+        row["peak_fraction_p1"] = (row["flops_per_step_sensitivity"]
+                                   / (row["library"]["p1_us"] * 1e3)
+                                   / peak[env["product_isa"]])
     t0 = time.perf_counter()
     isa = bench_isa(rtrl_edge, [n for n in args.sizes if n >= 16] or args.sizes,
                     quick=args.quick, rounds=args.rounds, seed=args.seed)

@@ -786,7 +786,7 @@ cdef class Core:
         s.y_mean = self._ptr64("y_mean")
         s.y_var = self._ptr64("y_var")
         s.counts = self._ptr64("counts")
-        # The pool (DESIGN §4, threads): exact RTRL's n^4 term, and the Elman
+        # The pool (OnlineRNN's `threads`): exact RTRL's n^4 term, and the Elman
         # cell's O(n K) passes of a large model.
         s.threads = 1
         threads = cfg.get("threads", 1)

@@ -47,6 +47,7 @@ def test_quick_run_reports_positive_finite_numbers(monkeypatch, capsys):
         assert r["peak_fraction"] == (r["library_sensitivity_gflops"]
                                       / result["fma_peak_gflops"][result["environment"]
                                                                   ["product_isa"]])
+        assert r["peak_fraction_p1"] >= r["peak_fraction"] > 0
     assert all(positive_finite(g) for g in result["fma_peak_gflops"].values())
     assert {t["status"] for t in result["targets"]} <= {"met", "missed", "not measured"}
     # threads: every count against threads=1, the models bit-identical at the end

@@ -140,6 +140,11 @@ def test_estimate_is_the_documented_arithmetic(bench):
     assert e["pessimistic"]["us"] == pytest.approx(4e6 / 2e9 * 1e6)
     e = bench.estimate(board, dict(flop=4e3, bytes_moved=1.0, memory_bytes=1), "scalar", 0.0)
     assert e["optimistic"]["compute_us"] == pytest.approx(4e3 / (eff_o * 4e9) * 1e6)
+    # exact RTRL's blocked product: the vector rate at its own efficiency
+    prod_o, prod_p = bench.PRODUCT_EFFICIENCY
+    e = bench.estimate(board, dict(flop=4e3, bytes_moved=1.0, memory_bytes=1), "product", 0.0)
+    assert e["optimistic"]["compute_us"] == pytest.approx(4e3 / (prod_o * 16e9) * 1e6)
+    assert e["pessimistic"]["compute_us"] == pytest.approx(4e3 / (prod_p * 8e9) * 1e6)
 
 
 def test_anchor_compares_measured_medians(bench, monkeypatch, tmp_path, capsys):
