@@ -881,18 +881,24 @@ def test_every_new_learner_builds_and_learns(learner):
     assert net.stats["updates"] == 20
 
 
-@pytest.mark.parametrize("learner", ELMAN_LEARNERS)
+CELL_LEARNERS = ([("elman", l) for l in ELMAN_LEARNERS] + [("diag", "rtrl")]
+                 + [("gru", l) for l in ELMAN_LEARNERS])
+
+
+@pytest.mark.parametrize("cell,learner", CELL_LEARNERS)
 @pytest.mark.parametrize("clip", [None, 1e-3])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
-def test_first_update_is_the_clipped_gradient_step(learner, clip, optimizer):
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_first_update_is_the_clipped_gradient_step(cell, learner, clip, optimizer):
     """The fused passes (a SnAp-1 or UORO gradient summed as it is written;
-    the step and its check in one pass) change nothing of the maths: from a
-    fresh model, one step moves the parameters by -lr * min(1, clip / |g|) * g,
-    g being `gradient` of that one sample (computed apart, in float64 here),
-    clip on and off.  Momentum's first step is sgd's."""
+    the optimiser's step and its check in one pass; the packed sensitivity
+    product) change nothing of the maths: from a fresh model, one step moves
+    the parameters by -lr * min(1, clip / |g|) * g, g being `gradient` of that
+    one sample (computed apart, in float64 here), clip on and off, every cell
+    and learner.  Momentum's first step is sgd's; Adam's is
+    -lr * m / (sqrt(v) + eps) with the bias-corrected m = s g, v = (s g)^2."""
     rng = np.random.default_rng(3)
-    net = make_net(3, 6, 2, learner, optimizer=optimizer, lr=0.05, clip=clip, seed=4,
-                   normalize=False)
+    net = make_net(3, 6, 2, learner, cell=cell, optimizer=optimizer, lr=0.05, clip=clip,
+                   seed=4, normalize=False)
     x, y = rng.normal(size=3), rng.normal(size=2)
     before = {k: np.array(v, dtype=np.float64) for k, v in net.params.items()}
     g = {k: np.asarray(v, dtype=np.float64) for k, v in net.gradient([x], [y]).items()}
@@ -903,6 +909,8 @@ def test_first_update_is_the_clipped_gradient_step(learner, clip, optimizer):
     net.step(x, y)
     for k in before:
         moved = np.asarray(net.params[k], dtype=np.float64) - before[k]
-        np.testing.assert_allclose(moved, -0.05 * scale * g[k], rtol=1e-3,
+        sg = scale * g[k]
+        want = -0.05 * (sg / (np.abs(sg) + 1e-8) if optimizer == "adam" else sg)
+        np.testing.assert_allclose(moved, want, rtol=1e-3,
                                    atol=1e-6 * max(1.0, float(np.abs(before[k]).max())),
-                                   err_msg=f"{learner} {optimizer} clip={clip} {k}")
+                                   err_msg=f"{cell} {learner} {optimizer} clip={clip} {k}")
