@@ -51,12 +51,29 @@ cdef double snap1_rows(RNN *s, Py_ssize_t lo, Py_ssize_t hi, int *all_finite) no
     return total
 
 
-cdef void snap1_part(void *arg, int part, int parts) noexcept nogil:
-    """One share of the rows of `snap1_rows` (a task of the model's pool)."""
+cdef void rows_part(void *arg, int part, int parts) noexcept nogil:
+    """One share of the rows of `snap1_rows` or `uoro_rows`, by the model's
+    learner (a task of the model's pool)."""
     cdef RNN *s = <RNN *>arg
     cdef Py_ssize_t lo, hi
     rtrl_pool_share(s.n, 1, part, parts, &lo, &hi)
-    s.part_sum[part] = snap1_rows(s, lo, hi, &s.part_ok[part])
+    if s.learner == LEARNER_SNAP1:
+        s.part_sum[part] = snap1_rows(s, lo, hi, &s.part_ok[part])
+    else:
+        s.part_sum[part] = uoro_rows(s, lo, hi, &s.part_ok[part])
+
+
+cdef void trace_rows(RNN *s) noexcept nogil:
+    """Every row's trace and gradient row (`rows_part`), shared among the
+    model's threads with `split_passes`; the rows' sum of squares becomes the
+    update's clip norm (core_sumsq), so that it needs no pass of its own."""
+    cdef int finite, parts = 1
+    if s.split_passes:
+        parts = run_parts(s, rows_part, True)
+    else:
+        rows_part(s, 0, 1)
+    s.core_sumsq = parts_total(s, parts, &finite)
+    s.core_finite, s.core_sumsq_known = finite, True
 
 
 cdef void snap1_update(RNN *s, bint contract) noexcept nogil:
@@ -65,19 +82,14 @@ cdef void snap1_update(RNN *s, bint contract) noexcept nogil:
     Keeps only each unit's sensitivity to its own incoming weights: memory
     n*K, cost O(n*K).  Exact when W_rec is diagonal.  With `split_passes`
     the rows are shared among the model's threads."""
-    cdef int n = s.n, K = s.K, k, finite, parts
+    cdef int n = s.n, K = s.K, k
     cdef float d
     if not contract:
         for k in range(n):
             d = s.dphi[k]
             s.simd.scale_add(s.P + k * K, d * s.theta[k * K + k], s.z, d, K)
         return
-    if s.split_passes:
-        parts = run_parts(s, snap1_part, True)
-        s.core_sumsq = parts_total(s, parts, &finite)
-    else:
-        s.core_sumsq = snap1_rows(s, 0, n, &finite)
-    s.core_finite, s.core_sumsq_known = finite, True
+    trace_rows(s)
 
 
 # --------------------------------------------------------------------------
@@ -182,7 +194,7 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
 
     Memory and cost O(n*K).  |u| = |dphi| |z| since nu_i^2 = 1.
     """
-    cdef int n = s.n, K = s.K, i, finite, parts
+    cdef int n = s.n, K = s.K, i, finite
     cdef float *nu = s.v1
     cdef float *dh = s.v2
     cdef double nt, ndh, nd, nz, rho0, rho1, acc
@@ -213,12 +225,7 @@ cdef void uoro_update(RNN *s, bint contract) noexcept nogil:
     s.task_f[0] = r0inv
     s.task_f[2] = <float>acc
     s.task_d[0] = rho1
-    if s.split_passes:
-        parts = run_parts(s, uoro_part, True)
-        s.core_sumsq = parts_total(s, parts, &finite)
-    else:
-        s.core_sumsq = uoro_rows(s, 0, n, &finite)
-    s.core_finite, s.core_sumsq_known = finite, True
+    trace_rows(s)
 
 
 cdef double uoro_rows(RNN *s, Py_ssize_t lo, Py_ssize_t hi, int *all_finite) noexcept nogil:
@@ -235,14 +242,6 @@ cdef double uoro_rows(RNN *s, Py_ssize_t lo, Py_ssize_t hi, int *all_finite) noe
                                    acc, s.grad + i * K, K, &finite)
         all_finite[0] = all_finite[0] and finite
     return total
-
-
-cdef void uoro_part(void *arg, int part, int parts) noexcept nogil:
-    """One share of the rows of `uoro_rows` (a task of the model's pool)."""
-    cdef RNN *s = <RNN *>arg
-    cdef Py_ssize_t lo, hi
-    rtrl_pool_share(s.n, 1, part, parts, &lo, &hi)
-    s.part_sum[part] = uoro_rows(s, lo, hi, &s.part_ok[part])
 
 
 # --------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #define RTRL_LOAD RTRL_CAT(rtrl_load, RTRL_SUFFIX)
 #define RTRL_STORE RTRL_CAT(rtrl_store, RTRL_SUFFIX)
 #define RTRL_TILE RTRL_CAT(rtrl_tile, RTRL_SUFFIX)
+#define RTRL_ACCUMULATE RTRL_CAT(rtrl_accumulate, RTRL_SUFFIX)
 #define RTRL_PRODUCT RTRL_CAT(rtrl_product, RTRL_SUFFIX)
 #define RTRL_COLUMN RTRL_CAT(rtrl_column, RTRL_SUFFIX)
 #define RTRL_SENS RTRL_CAT(rtrl_sens, RTRL_SUFFIX)
@@ -43,13 +44,13 @@ RTRL_STORE(float *p, RTRL_VEC v)
     memcpy(p, &v, sizeof v);
 }
 
-/* One MR x (NV * VL) tile; MR and NV are compile-time constants at every call
- * site, so the compiler unrolls both loops and keeps `acc` in registers. */
+/* acc[r][v] = sum_l w[r*ldw + l] * b[l*ldb + v*VL ...] for r < MR, v < NV: the
+ * register tile's inner loop.  MR and NV are compile-time constants at every
+ * call site, so the compiler unrolls both loops and keeps `acc` in registers. */
 RTRL_TARGET static inline __attribute__((always_inline)) void
-RTRL_TILE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
-          float *out, int ldo, const int MR, const int NV)
+RTRL_ACCUMULATE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
+                RTRL_VEC acc[RTRL_MR][RTRL_NV], const int MR, const int NV)
 {
-    RTRL_VEC acc[RTRL_MR][RTRL_NV];
     for (int r = 0; r < MR; ++r)
         for (int v = 0; v < NV; ++v)
             acc[r][v] = (RTRL_VEC){0};
@@ -64,6 +65,15 @@ RTRL_TILE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
                 acc[r][v] += wr * bv[v];
         }
     }
+}
+
+/* One MR x (NV * VL) tile of the plain product, stored to out. */
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_TILE(const float *w, int ldw, const float *b, ptrdiff_t ldb, int n_inner,
+          float *out, int ldo, const int MR, const int NV)
+{
+    RTRL_VEC acc[RTRL_MR][RTRL_NV];
+    RTRL_ACCUMULATE(w, ldw, b, ldb, n_inner, acc, MR, NV);
     for (int r = 0; r < MR; ++r)
         for (int v = 0; v < NV; ++v)
             RTRL_STORE(out + (ptrdiff_t)r * ldo + v * RTRL_VL, acc[r][v]);
@@ -150,20 +160,7 @@ RTRL_TILE_SENS(const float *w, int ldw, const float *b, int ldb, int n_inner, fl
                RTRL_VEC *gacc, int cols, const int MR, const int NV)
 {
     RTRL_VEC acc[RTRL_MR][RTRL_NV];
-    for (int r = 0; r < MR; ++r)
-        for (int v = 0; v < NV; ++v)
-            acc[r][v] = (RTRL_VEC){0};
-    for (int l = 0; l < n_inner; ++l) {
-        const float *brow = b + (ptrdiff_t)l * ldb;
-        RTRL_VEC bv[RTRL_NV];
-        for (int v = 0; v < NV; ++v)
-            bv[v] = RTRL_LOAD(brow + v * RTRL_VL);
-        for (int r = 0; r < MR; ++r) {
-            const float wr = w[(ptrdiff_t)r * ldw + l];
-            for (int v = 0; v < NV; ++v)
-                acc[r][v] += wr * bv[v];
-        }
-    }
+    RTRL_ACCUMULATE(w, ldw, b, ldb, n_inner, acc, MR, NV);
     for (int r = 0; r < MR; ++r) {
         float *row = p + (ptrdiff_t)r * ldp;
         for (int v = 0; v < NV; ++v) {
@@ -468,6 +465,7 @@ RTRL_CAT(rtrl_peak, RTRL_SUFFIX)(long iters, float a_, float b_)
 #undef RTRL_LOAD
 #undef RTRL_STORE
 #undef RTRL_TILE
+#undef RTRL_ACCUMULATE
 #undef RTRL_PRODUCT
 #undef RTRL_COLUMN
 #undef RTRL_SENS
