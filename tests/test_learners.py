@@ -885,17 +885,23 @@ CELL_LEARNERS = ([("elman", l) for l in ELMAN_LEARNERS] + [("diag", "rtrl")]
                  + [("gru", l) for l in ELMAN_LEARNERS])
 
 
+@pytest.mark.parametrize("isa", [None, "base"])
 @pytest.mark.parametrize("cell,learner", CELL_LEARNERS)
 @pytest.mark.parametrize("clip", [None, 1e-3])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_first_update_is_the_clipped_gradient_step(cell, learner, clip, optimizer):
+def test_first_update_is_the_clipped_gradient_step(cell, learner, clip, optimizer, isa,
+                                                   monkeypatch):
     """The fused passes (a SnAp-1 or UORO gradient summed as it is written;
     the optimiser's step and its check in one pass; the packed sensitivity
     product) change nothing of the maths: from a fresh model, one step moves
     the parameters by -lr * min(1, clip / |g|) * g, g being `gradient` of that
     one sample (computed apart, in float64 here), clip on and off, every cell
     and learner.  Momentum's first step is sgd's; Adam's is
-    -lr * m / (sqrt(v) + eps) with the bias-corrected m = s g, v = (s g)^2."""
+    -lr * m / (sqrt(v) + eps) with the bias-corrected m = s g, v = (s g)^2.
+    Run with the widest kernels this CPU has and with the portable 4-wide
+    ones (RTRL_EDGE_ISA=base, what a NEON build runs)."""
+    if isa:
+        monkeypatch.setenv("RTRL_EDGE_ISA", isa)
     rng = np.random.default_rng(3)
     net = make_net(3, 6, 2, learner, cell=cell, optimizer=optimizer, lr=0.05, clip=clip,
                    seed=4, normalize=False)

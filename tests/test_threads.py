@@ -43,7 +43,11 @@ def run(net, xs, ys):
 @pytest.mark.parametrize("optimizer,clip", [("sgd", None), ("momentum", 1e-2), ("adam", None),
                                             ("adam", 1e-3)])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_threads_give_the_same_model_bit_for_bit(cell, optimizer, clip, threads):
+@pytest.mark.parametrize("isa", [None, "base"])
+def test_threads_give_the_same_model_bit_for_bit(cell, optimizer, clip, threads, isa,
+                                                 monkeypatch):
+    if isa:     # the portable 4-wide kernels (what a NEON build runs)
+        monkeypatch.setenv("RTRL_EDGE_ISA", isa)
     n_in, n, n_out = 3, 11, 2
     xs, ys = stream(n_in, n_out, 60)
     kw = dict(learner="rtrl", cell=cell, optimizer=optimizer, clip=clip, lr=1e-2,
