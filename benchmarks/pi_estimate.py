@@ -26,8 +26,8 @@ Bytes moved per step (an estimate, from the buffers of rtrl_edge._layout)
                    finiteness check sums in the same pass)          3 passes
     grad           written by the learner, read by the norm for
                    clipping, read by the update                     3 passes
-                   (snap1 and uoro, Elman: the norm is summed as
-                   the learner writes it)                           2 passes
+                   (snap1, uoro and tbptt, Elman: the norm is
+                   summed as the learner writes it)                 2 passes
     good           the last good parameters, copied once per 64
                    updates                                          not charged
     everything else (h, z, dphi, c, normaliser statistics, snap2 index
@@ -287,7 +287,7 @@ def layout_buffers(rtrl_edge, n_in, n, n_out, learner, cell):
 PASSES = {"P": 2, "J": 2, "P_blocks": 2, "traces": 2, "uoro_theta": 3,
           "ring_z": 1, "ring_d": 1, "theta": 3, "grad": 3, "good": 0}
 #: learners whose gradient's norm is summed as it is written (one read fewer)
-NORM_FUSED = {("snap1", "elman"), ("uoro", "elman")}
+NORM_FUSED = {("snap1", "elman"), ("uoro", "elman"), ("tbptt", "elman")}
 
 
 def bytes_moved(rtrl_edge, n_in, n, n_out, learner, cell):

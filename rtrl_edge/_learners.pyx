@@ -269,13 +269,17 @@ cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
         delta_a = delta_h * dphi_t';   grad W += delta_a z_t'^T;   delta_h = W_rec^T delta_a
 
     for t' = t, t-1, ..., down to k steps or the last reset.  Memory k(K + n),
-    cost O(k n K) per learning step.  Equals BPTT of L_t when k >= t.
+    cost O(k n K) per learning step.  Equals BPTT of L_t when k >= t.  The
+    last step back sums each finished gradient row's squares as it writes it
+    (the update's clip norm then needs no pass of its own).
     """
-    cdef int n = s.n, K = s.K, k = s.window, i, back, slot, held
+    cdef int n = s.n, K = s.K, k = s.window, i, back, slot, held, finite
     cdef float *dh = s.v1
     cdef float *da = s.v2
     cdef const float *zt
     cdef const float *dt
+    cdef double total = 0.0
+    cdef bint all_finite = True
     slot = ring_push(s, s.dphi, &held)
     if not contract:
         return
@@ -286,9 +290,14 @@ cdef void tbptt_update(RNN *s, bint contract) noexcept nogil:
         dt = s.ring_d + slot * n
         for i in range(n):
             da[i] = dh[i] * dt[i]
-            s.simd.scale_add(s.grad + i * K, 1.0, zt, da[i], K)
+            if back + 1 < held:
+                s.simd.scale_add(s.grad + i * K, 1.0, zt, da[i], K)
+            else:
+                total += s.simd.step_sumsq(s.grad + i * K, da[i], zt, K, &finite)
+                all_finite = all_finite and finite
         if back + 1 < held:
             memset(dh, 0, n * sizeof(float))
             for i in range(n):          # dh = W_rec^T da, row by row
                 s.simd.scale_add(dh, 1.0, s.theta + i * K, da[i], n)
         slot = (slot - 1 + k) % k
+    s.core_sumsq, s.core_finite, s.core_sumsq_known = total, all_finite, True
