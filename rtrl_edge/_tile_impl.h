@@ -27,6 +27,9 @@
 #define RTRL_TILE_SENS RTRL_CAT(rtrl_tile_sens, RTRL_SUFFIX)
 #define RTRL_COLUMN_SENS RTRL_CAT(rtrl_column_sens, RTRL_SUFFIX)
 #define RTRL_EPILOGUE RTRL_CAT(rtrl_epilogue, RTRL_SUFFIX)
+#define RTRL_TALLY RTRL_CAT(rtrl_tally, RTRL_SUFFIX)
+#define RTRL_TALLY_ADD RTRL_CAT(rtrl_tally_add, RTRL_SUFFIX)
+#define RTRL_TALLY_END RTRL_CAT(rtrl_tally_end, RTRL_SUFFIX)
 
 typedef float RTRL_VEC __attribute__((vector_size(4 * RTRL_VL)));
 
@@ -343,6 +346,33 @@ RTRL_CAT(rtrl_sumsq, RTRL_SUFFIX)(const float *x, ptrdiff_t n, int *finite)
     return acc;
 }
 
+/* What a pass learns about the values it writes, on the way: their sum of
+ * squares and whether every one is finite (v * 0 is 0 for a finite v and NaN
+ * otherwise), in RTRL_VL lanes; the scalar tail is added after, from memory,
+ * in order.  Shared by the kernels that write a result and check it at once. */
+typedef struct { RTRL_VEC sq, nan; } RTRL_TALLY;
+
+RTRL_TARGET static inline __attribute__((always_inline)) void
+RTRL_TALLY_ADD(RTRL_TALLY *t, RTRL_VEC v)
+{
+    t->sq += v * v;
+    t->nan += v * 0.0f;
+}
+
+/* The sum of squares of the lanes and of tail[0:n_tail]; *finite as rtrl_sumsq's. */
+RTRL_TARGET static inline __attribute__((always_inline)) double
+RTRL_TALLY_END(RTRL_TALLY t, const float *tail, ptrdiff_t n_tail, int *finite)
+{
+    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(t.sq);
+    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(t.nan);
+    for (ptrdiff_t j = 0; j < n_tail; ++j) {
+        sum += (double)tail[j] * tail[j];
+        zs += tail[j] * 0.0f;
+    }
+    *finite = zs == 0.0f;
+    return sum;
+}
+
 /* One pass of a row trace and its gradient: p = a*p + b*z, then g = c*p;
  * returns sum g^2 with *finite as rtrl_sumsq's (every g finite), so that the
  * update needs no pass of its own over the gradient for the clip norm. */
@@ -350,26 +380,21 @@ RTRL_TARGET static double
 RTRL_CAT(rtrl_trace_grad, RTRL_SUFFIX)(float *p, float a, const float *z, float b, float c,
                                        float *g, ptrdiff_t n, int *finite)
 {
-    RTRL_VEC acc = {0}, zero = {0};
+    RTRL_TALLY t = {{0}, {0}};
     ptrdiff_t j = 0;
     for (; j + RTRL_VL <= n; j += RTRL_VL) {
         RTRL_VEC pv = a * RTRL_LOAD(p + j) + b * RTRL_LOAD(z + j);
         RTRL_VEC gv = c * pv;
         RTRL_STORE(p + j, pv);
         RTRL_STORE(g + j, gv);
-        acc += gv * gv;
-        zero += gv * 0.0f;
+        RTRL_TALLY_ADD(&t, gv);
     }
-    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(acc);
-    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(zero);
+    const ptrdiff_t tail = j;
     for (; j < n; ++j) {
         p[j] = a * p[j] + b * z[j];
         g[j] = c * p[j];
-        sum += (double)g[j] * g[j];
-        zs += g[j] * 0.0f;
     }
-    *finite = zs == 0.0f;
-    return sum;
+    return RTRL_TALLY_END(t, g + tail, n - tail, finite);
 }
 
 /* y += a*x, and the new y's sum of squares with *finite as rtrl_sumsq's: a
@@ -378,23 +403,17 @@ RTRL_TARGET static double
 RTRL_CAT(rtrl_step_sumsq, RTRL_SUFFIX)(float *y, float a, const float *x, ptrdiff_t n,
                                        int *finite)
 {
-    RTRL_VEC acc = {0}, zero = {0};
+    RTRL_TALLY t = {{0}, {0}};
     ptrdiff_t j = 0;
     for (; j + RTRL_VL <= n; j += RTRL_VL) {
         RTRL_VEC v = RTRL_LOAD(y + j) + a * RTRL_LOAD(x + j);
         RTRL_STORE(y + j, v);
-        acc += v * v;
-        zero += v * 0.0f;
+        RTRL_TALLY_ADD(&t, v);
     }
-    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(acc);
-    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(zero);
-    for (; j < n; ++j) {
+    const ptrdiff_t tail = j;
+    for (; j < n; ++j)
         y[j] += a * x[j];
-        sum += (double)y[j] * y[j];
-        zs += y[j] * 0.0f;
-    }
-    *finite = zs == 0.0f;
-    return sum;
+    return RTRL_TALLY_END(t, y + tail, n - tail, finite);
 }
 
 /* Adam's element update (Kingma & Ba 2015), g scaled by `scale`:
@@ -406,7 +425,7 @@ RTRL_CAT(rtrl_adam, RTRL_SUFFIX)(float *theta, float *m1, float *m2, const float
                                  ptrdiff_t n, float scale, float b1, float b2,
                                  float lr, float eps, int *finite)
 {
-    RTRL_VEC acc = {0}, zero = {0};
+    RTRL_TALLY t = {{0}, {0}};
     ptrdiff_t j = 0;
     for (; j + RTRL_VL <= n; j += RTRL_VL) {
         RTRL_VEC gv = scale * RTRL_LOAD(g + j);
@@ -417,23 +436,18 @@ RTRL_CAT(rtrl_adam, RTRL_SUFFIX)(float *theta, float *m1, float *m2, const float
             root[k] = __builtin_sqrtf(b[k]);
         RTRL_STORE(m1 + j, a);
         RTRL_STORE(m2 + j, b);
-        RTRL_VEC t = RTRL_LOAD(theta + j) - lr * a / (root + eps);
-        RTRL_STORE(theta + j, t);
-        acc += t * t;
-        zero += t * 0.0f;
+        RTRL_VEC th = RTRL_LOAD(theta + j) - lr * a / (root + eps);
+        RTRL_STORE(theta + j, th);
+        RTRL_TALLY_ADD(&t, th);
     }
-    double sum = (double)RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(acc);
-    float zs = RTRL_CAT(rtrl_hsum, RTRL_SUFFIX)(zero);
+    const ptrdiff_t tail = j;
     for (; j < n; ++j) {
         float gi = scale * g[j];
         m1[j] = b1 * m1[j] + (1.0f - b1) * gi;
         m2[j] = b2 * m2[j] + (1.0f - b2) * gi * gi;
         theta[j] -= lr * m1[j] / (__builtin_sqrtf(m2[j]) + eps);
-        sum += (double)theta[j] * theta[j];
-        zs += theta[j] * 0.0f;
     }
-    *finite = zs == 0.0f;
-    return sum;
+    return RTRL_TALLY_END(t, theta + tail, n - tail, finite);
 }
 
 /* The core's peak multiply-add rate at this vector width, for the benchmark
@@ -461,6 +475,9 @@ RTRL_CAT(rtrl_peak, RTRL_SUFFIX)(long iters, float a_, float b_)
 
 #undef RTRL_PEAK_ACC
 #undef RTRL_EPILOGUE
+#undef RTRL_TALLY
+#undef RTRL_TALLY_ADD
+#undef RTRL_TALLY_END
 #undef RTRL_VEC
 #undef RTRL_LOAD
 #undef RTRL_STORE
