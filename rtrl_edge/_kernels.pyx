@@ -790,11 +790,11 @@ cdef class Core:
         # cell's O(n K) passes of a large model.
         s.threads = 1
         threads = cfg.get("threads", 1)
+        n4_term = s.learner == LEARNER_RTRL and s.cell != CELL_DIAG
         s.split_passes = (threads > 1 and s.cell == CELL_ELMAN
                           and s.n_params >= SPLIT_MIN_PARAMS)
-        if threads > 1 and ((s.learner == LEARNER_RTRL and s.cell != CELL_DIAG)
-                            or s.split_passes):
-            if s.learner == LEARNER_RTRL and s.cell != CELL_DIAG and \
+        if threads > 1 and (n4_term or s.split_passes):
+            if n4_term and \
                     self.buffers["tmp"].size < threads * ((n + 3) // 4 * 4) * RTRL_MAX_TILE:
                 raise ValueError("the layout's product scratch is too small for "
                                  f"{threads} threads")
