@@ -77,6 +77,20 @@ static inline void rtrl_pool_relax(void)
 #endif
 }
 
+/* One turn of a bounded spin (i counts turns from 1): pauses the core, and
+ * every 256 turns reads the clock; returns 1 once RTRL_POOL_SPIN_NS have
+ * passed since the first reading, when the caller should sleep instead. */
+static inline int rtrl_pool_spun_out(unsigned int i, long long *limit)
+{
+    rtrl_pool_relax();
+    if ((i & 255u) != 0)
+        return 0;
+    long long now = rtrl_pool_now_ns();
+    if (*limit == 0)
+        *limit = now + RTRL_POOL_SPIN_NS;
+    return now > *limit;
+}
+
 /* Spin until *word != value (or stop is set), for at most RTRL_POOL_SPIN_NS;
  * returns whether it changed. */
 static inline int rtrl_pool_spin_ul(rtrl_pool *pool, const unsigned long *word,
@@ -87,14 +101,8 @@ static inline int rtrl_pool_spin_ul(rtrl_pool *pool, const unsigned long *word,
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != value
                 || __atomic_load_n(&pool->stop, __ATOMIC_ACQUIRE))
             return 1;
-        rtrl_pool_relax();
-        if ((i & 255u) == 0) {
-            long long now = rtrl_pool_now_ns();
-            if (limit == 0)
-                limit = now + RTRL_POOL_SPIN_NS;
-            else if (now > limit)
-                return 0;
-        }
+        if (rtrl_pool_spun_out(i, &limit))
+            return 0;
     }
 }
 
@@ -186,18 +194,12 @@ static inline void rtrl_pool_run(rtrl_pool *pool, rtrl_task_fn task, void *arg)
     task(arg, 0, pool->parts);
     long long limit = 0;
     for (unsigned int i = 1; __atomic_load_n(&pool->busy, __ATOMIC_ACQUIRE) > 0; ++i) {
-        rtrl_pool_relax();
-        if ((i & 255u) == 0) {
-            long long now = rtrl_pool_now_ns();
-            if (limit == 0) {
-                limit = now + RTRL_POOL_SPIN_NS;
-            } else if (now > limit) {
-                pthread_mutex_lock(&pool->mu);
-                while (__atomic_load_n(&pool->busy, __ATOMIC_ACQUIRE) > 0)
-                    pthread_cond_wait(&pool->done, &pool->mu);
-                pthread_mutex_unlock(&pool->mu);
-                break;
-            }
+        if (rtrl_pool_spun_out(i, &limit)) {
+            pthread_mutex_lock(&pool->mu);
+            while (__atomic_load_n(&pool->busy, __ATOMIC_ACQUIRE) > 0)
+                pthread_cond_wait(&pool->done, &pool->mu);
+            pthread_mutex_unlock(&pool->mu);
+            break;
         }
     }
 }
