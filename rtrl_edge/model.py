@@ -41,6 +41,13 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def _check_threads(threads) -> int:
+    threads = _check_int("threads", threads, 1)
+    if threads > MAX_THREADS:
+        raise ValueError(f"threads must be at most {MAX_THREADS}, got {threads}")
+    return threads
+
+
 def _check_float(name, value, *, positive=True, allow_zero=False):
     try:
         v = float(value)
@@ -291,9 +298,7 @@ class OnlineRNN:
                 raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
         adam_eps = _check_float("adam_eps", adam_eps)
         norm_window = _check_int("norm_window", norm_window, 1)
-        threads = _check_int("threads", threads, 1)
-        if threads > MAX_THREADS:
-            raise ValueError(f"threads must be at most {MAX_THREADS}, got {threads}")
+        threads = _check_threads(threads)
 
         self._config = dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, learner=learner,
                             optimizer=optimizer, lr=lr, clip=clip,
@@ -677,7 +682,7 @@ class OnlineRNN:
         non-finite parameters or state.  Memory stays bounded by the file's
         size: nothing is inflated and every size is checked first.
         """
-        threads = _check_int("threads", threads, 1)
+        threads = _check_threads(threads)       # before the file is read
         path = os.fspath(path)
         where = repr(path)
         found = {}

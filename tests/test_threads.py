@@ -170,8 +170,11 @@ def test_threads_are_not_stored_in_checkpoints(tmp_path):
     np.testing.assert_array_equal(run(spread, xs[20:], ys[20:]), run(again, xs[20:], ys[20:]))
     np.testing.assert_array_equal(run(net, xs[20:], ys[20:]),
                                   run(OnlineRNN.load(path), xs[20:], ys[20:]))
-    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
-        OnlineRNN.load(path, threads=0)
+    for bad, message in ((0, "threads must be >= 1, got 0"),
+                         (65, "threads must be at most 64, got 65")):
+        with pytest.raises(ValueError) as err:       # an argument error, not the file's
+            OnlineRNN.load(path, threads=bad)
+        assert str(err.value) == message
 
 
 def python(code, tmp_path, timeout=60, **env):
